@@ -1,0 +1,31 @@
+//! The `lade` command.
+//!
+//! Owns argument parsing (clap), progress display and error rendering. It is the only crate that
+//! prints. Each subcommand lives in its own module under `commands/` and returns an exit code;
+//! library crates never exit the process.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Lade: a daemonless Dockerfile build engine.
+#[derive(Debug, Parser)]
+#[command(name = "lade", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The one integration-test binary: drives the real `lade` binary end to end.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod architecture;
+mod common;
