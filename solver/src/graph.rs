@@ -1,5 +1,5 @@
 //! The build graph: a petgraph DAG of vertices, each with a caller-supplied definition digest,
-//! ordered inputs (parents) and an [`Op`](crate::schedule::Op) to run.
+//! ordered inputs (parents) and an [`Op`] to run.
 //!
 //! The graph knows nothing of Dockerfiles: a vertex is a name for progress and errors, a digest
 //! of what it does, the vertices whose results it consumes, and the op that produces its own

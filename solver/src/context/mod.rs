@@ -607,6 +607,21 @@ impl Context {
         })
     }
 
+    /// [`Context::select`] on tokio's blocking pool, for an [`Op::input_digest`](crate::Op)
+    /// or a COPY op running on the async runtime.
+    pub async fn select_blocking(
+        self: std::sync::Arc<Self>,
+        patterns: Vec<String>,
+    ) -> Result<Selection> {
+        match tokio::task::spawn_blocking(move || self.select(&patterns)).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Io {
+                path: PathBuf::from("<context hashing task>"),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
     /// Hashes the given file entries that are not hashed yet, in parallel.
     fn hash_files(&self, files: &[usize]) -> Result<()> {
         files.par_iter().try_for_each(|&i| -> Result<()> {

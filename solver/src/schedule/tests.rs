@@ -642,3 +642,82 @@ async fn changed_input_digest_reruns_the_vertex_and_its_consumers_only() {
         .unwrap();
     assert_eq!(f3.total_runs(), 0);
 }
+
+#[allow(dead_code)]
+fn solve_future_is_send(s: &Solver<String>, g: &Graph<String>) {
+    fn assert_send<F: Send>(_: F) {}
+    assert_send(s.solve(g, &[]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_selection_as_an_input_digest() {
+    struct CopyOp(Arc<crate::context::Context>);
+    impl Op<String> for CopyOp {
+        fn input_digest(
+            &self,
+            _cx: DigestContext,
+        ) -> Option<BoxFuture<'_, Result<Digest, BoxError>>> {
+            let ctx = self.0.clone();
+            Some(Box::pin(async move {
+                let sel = ctx.select_blocking(vec!["src".into()]).await?;
+                Ok(sel.digest)
+            }))
+        }
+        fn run(&self, _cx: RunContext<String>) -> BoxFuture<'_, Result<String, BoxError>> {
+            Box::pin(async { Ok("copied".to_string()) })
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key_for = |content: &str| {
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/a"), content).unwrap();
+        let ctx =
+            Arc::new(crate::context::Context::open(dir.path(), &[] as &[&str], None).unwrap());
+        let mut g = Graph::new();
+        let v = g
+            .add(
+                Vertex::new(
+                    "[1/1] COPY src /app",
+                    d("copy src /app"),
+                    Arc::new(CopyOp(ctx)),
+                ),
+                &[],
+            )
+            .unwrap();
+        (g, v)
+    };
+    let (g1, v1) = key_for("one");
+    let k1 = bounded(solver().solve(&g1, &[v1]))
+        .await
+        .unwrap()
+        .get(v1)
+        .unwrap()
+        .key;
+    let (g2, v2) = key_for("two");
+    let k2 = bounded(solver().solve(&g2, &[v2]))
+        .await
+        .unwrap()
+        .get(v2)
+        .unwrap()
+        .key;
+    assert_ne!(k1, k2);
+    // a missing source fails the vertex with BuildKit's wording
+    std::fs::remove_dir_all(dir.path().join("src")).unwrap();
+    let ctx = Arc::new(crate::context::Context::open(dir.path(), &[] as &[&str], None).unwrap());
+    let mut g = Graph::new();
+    let v = g
+        .add(
+            Vertex::new(
+                "[1/1] COPY src /app",
+                d("copy src /app"),
+                Arc::new(CopyOp(ctx)),
+            ),
+            &[],
+        )
+        .unwrap();
+    let err = bounded(solver().solve(&g, &[v])).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "[1/1] COPY src /app: failed to compute cache key: \"src\": not found in the build context (check the path and .dockerignore)"
+    );
+}
