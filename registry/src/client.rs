@@ -831,10 +831,7 @@ fn load_certs_d(
                         })?);
                     }
                     "key" if !f.with_extension("cert").exists() => {
-                        return Err(tls(
-                            f,
-                            "client key without its certificate (.cert)".into(),
-                        ));
+                        return Err(tls(f, "client key without its certificate (.cert)".into()));
                     }
                     _ => {}
                 }

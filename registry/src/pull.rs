@@ -399,6 +399,22 @@ impl Client {
                     return Err(self.error_from(&reg, resp, &operation, context).await);
                 }
             };
+            // The registry says how big its blob is: a different size is wrong content, not a
+            // transfer problem to retry.
+            let announced = match status {
+                StatusCode::OK => header_u64(resp.headers(), CONTENT_LENGTH.as_str()),
+                _ => header_str(resp.headers(), CONTENT_RANGE.as_str())
+                    .and_then(|r| r.rsplit_once('/').and_then(|(_, t)| t.trim().parse().ok())),
+            };
+            if let Some(announced) = announced {
+                if announced != total {
+                    return Err(Error::SizeMismatch {
+                        what,
+                        expected: total,
+                        actual: announced,
+                    });
+                }
+            }
             if restart {
                 sink.reset().await.map_err(sink_err)?;
                 hasher = Hasher::new();

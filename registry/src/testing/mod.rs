@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use proxy::{Fault, FaultProxy, ProxiedRequest};
+pub use proxy::{Fault, FaultAction, FaultProxy, ProxiedRequest};
 pub use token::TokenServer;
 
 use crate::{ClientConfig, Credential, Digest, Reference, RetryPolicy};

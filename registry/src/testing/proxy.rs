@@ -20,6 +20,8 @@ pub enum FaultAction {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// Answer `307 Temporary Redirect` to `location` instead of forwarding, then close.
+    Redirect { location: String },
     /// Forward, then close the connection after this many bytes of the response.
     Cut { after_bytes: u64 },
     /// Forward, then stop relaying the response after this many bytes, keeping the
@@ -56,6 +58,18 @@ impl Fault {
             *retry_after = Some(secs);
         }
         self
+    }
+
+    /// Redirects matching requests to `location` (`{path}` is replaced by the request path).
+    pub fn redirect(method: &str, path_contains: &str, location: &str, times: usize) -> Fault {
+        Fault {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            action: FaultAction::Redirect {
+                location: location.into(),
+            },
+            times,
+        }
     }
 
     pub fn cut(method: &str, path_contains: &str, after_bytes: u64, times: usize) -> Fault {
@@ -250,10 +264,24 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
         let chunked = request
             .header("transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let path = request.path.clone();
         if let Ok(mut r) = shared.requests.lock() {
             r.push(request);
         }
         match action {
+            Some(FaultAction::Redirect { location }) => {
+                let resp = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    location.replace("{path}", &path)
+                );
+                if let Ok(mut w) = client_w.lock() {
+                    let _ = w.write_all(resp.as_bytes());
+                    let _ = w.flush();
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = up.shutdown(Shutdown::Both);
+                return Ok(());
+            }
             Some(FaultAction::Status {
                 status,
                 retry_after,
@@ -283,7 +311,7 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
                     FaultAction::Cut { after_bytes } | FaultAction::Stall { after_bytes } => {
                         after_bytes
                     }
-                    FaultAction::Status { .. } => 0,
+                    FaultAction::Status { .. } | FaultAction::Redirect { .. } => 0,
                 };
                 if let Ok(mut g) = armed.lock() {
                     *g = Some((a, after));
