@@ -263,12 +263,24 @@ impl Client {
             }
             let detail = error_chain(&err.without_url());
             if is_certificate_error(&detail) {
+                let lower = detail.to_ascii_lowercase();
+                // An alert from the server about a certificate concerns ours (the client's).
+                let about_client_cert = lower.contains("fatal alert")
+                    && (lower.contains("badcertificate") || lower.contains("certificaterequired"));
+                let hint = if about_client_cert {
+                    format!(
+                        "the registry wants a client certificate: put client.cert and client.key in /etc/docker/certs.d/{}/",
+                        reg.host
+                    )
+                } else {
+                    format!(
+                        "put the registry's CA certificate in /etc/docker/certs.d/{}/ca.crt, or allow it with --insecure-registry {}",
+                        reg.host, reg.name
+                    )
+                };
                 return Err(Error::Tls {
                     registry: reg.name.clone(),
-                    detail: format!(
-                        "{detail}; put the registry's CA certificate in /etc/docker/certs.d/{}/ca.crt, or allow it with --insecure-registry {}",
-                        reg.host, reg.name
-                    ),
+                    detail: format!("{detail}; {hint}"),
                 });
             }
             if attempt >= cfg.retry.max_attempts {

@@ -69,6 +69,11 @@ pub struct RegistryOptions {
     pub tls: bool,
     /// htpasswd basic auth with this user and password.
     pub basic_auth: Option<(String, String)>,
+    /// With `tls`: require a client certificate signed by the test CA (`http.tls.clientcas`).
+    /// [`TestRegistry::client_cert_files`] gives the pair; [`TestRegistry::certs_dir`] holds it
+    /// as `client.cert`/`client.key` unless `client_cert_outside_certs_d` is set.
+    pub client_cert: bool,
+    pub client_cert_outside_certs_d: bool,
     /// Token auth: `(realm, service, issuer, root certificate bundle)`.
     pub token_auth: Option<(String, String, String, PathBuf)>,
 }
@@ -126,7 +131,7 @@ impl TestRegistry {
             .tempdir()
             .expect("temp dir");
         if options.tls {
-            make_tls_files(dir.path());
+            make_tls_files(dir.path(), options.client_cert);
         }
         if let Some((user, password)) = &options.basic_auth {
             require_tool("htpasswd", "apache2-utils");
@@ -163,6 +168,12 @@ impl TestRegistry {
                         let d = reg.dir.path().join("certs.d").join(reg.host());
                         std::fs::create_dir_all(&d).expect("certs.d dir");
                         std::fs::copy(ca, d.join("ca.crt")).expect("copy ca.crt");
+                        if let Some((cert, key)) = reg.client_cert_files() {
+                            if !reg.options.client_cert_outside_certs_d {
+                                std::fs::copy(cert, d.join("client.cert")).expect("copy cert");
+                                std::fs::copy(key, d.join("client.key")).expect("copy key");
+                            }
+                        }
                     }
                     return reg;
                 }
@@ -245,6 +256,16 @@ impl TestRegistry {
     /// The CA certificate (PEM) that signed a TLS registry's certificate.
     pub fn ca_cert(&self) -> Option<PathBuf> {
         self.options.tls.then(|| self.dir.path().join("ca.crt"))
+    }
+
+    /// The client certificate and key (PEM) a registry started with `client_cert` accepts.
+    pub fn client_cert_files(&self) -> Option<(PathBuf, PathBuf)> {
+        (self.options.tls && self.options.client_cert).then(|| {
+            (
+                self.dir.path().join("client.crt"),
+                self.dir.path().join("client.key"),
+            )
+        })
     }
 
     /// A `certs.d`-style directory holding `<host:port>/ca.crt` for a TLS registry (pass it as
@@ -330,11 +351,18 @@ fn parse_access_line(line: &str) -> Option<AccessLogEntry> {
 
 fn registry_config(dir: &Path, addr: SocketAddr, o: &RegistryOptions) -> String {
     let tls = if o.tls {
-        format!(
+        let mut t = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             dir.join("server.crt").display(),
             dir.join("server.key").display()
-        )
+        );
+        if o.client_cert {
+            t.push_str(&format!(
+                "    clientcas:\n      - {}\n",
+                dir.join("ca.crt").display()
+            ));
+        }
+        t
     } else {
         String::new()
     };
@@ -376,9 +404,15 @@ health:
     cfg
 }
 
-/// A CA (`ca.crt`) and a server certificate for 127.0.0.1/localhost signed by it.
-fn make_tls_files(dir: &Path) {
+/// A CA (`ca.crt`) and a server certificate for 127.0.0.1/localhost signed by it; with
+/// `client`, also a client certificate (`client.crt`, `client.key`).
+fn make_tls_files(dir: &Path, client: bool) {
     require_tool("openssl", "openssl");
+    let openssl = || {
+        let mut c = Command::new("openssl");
+        c.current_dir(dir);
+        c
+    };
     let ec = [
         "-newkey",
         "ec",
@@ -386,56 +420,46 @@ fn make_tls_files(dir: &Path) {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    run(Command::new("openssl")
-        .current_dir(dir)
+    run(openssl()
         .args(["req", "-x509"])
         .args(ec)
-        .args([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "3",
-            "-subj",
-            "/CN=lade test CA",
-        ])
+        .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "3"])
+        .args(["-subj", "/CN=lade test CA"])
         .args(["-addext", "basicConstraints=critical,CA:TRUE"])
         .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]));
-    run(Command::new("openssl")
-        .current_dir(dir)
-        .arg("req")
-        .args(ec)
-        .args([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]));
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .expect("write server.ext");
-    run(Command::new("openssl").current_dir(dir).args([
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "3",
-        "-extfile",
-        "server.ext",
-    ]));
+    let mut leaves = vec![(
+        "server",
+        "/CN=127.0.0.1",
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )];
+    if client {
+        leaves.push((
+            "client",
+            "/CN=lade test client",
+            "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+        ));
+    }
+    for (name, subject, ext) in leaves {
+        let (key, csr, crt, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        run(openssl()
+            .arg("req")
+            .args(ec)
+            .args(["-keyout", &key, "-out", &csr, "-subj", subject]));
+        std::fs::write(
+            dir.join(&extfile),
+            format!("basicConstraints=CA:FALSE\n{ext}"),
+        )
+        .expect("write extension file");
+        run(openssl()
+            .args(["x509", "-req", "-in", &csr, "-out", &crt, "-days", "3"])
+            .args(["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"])
+            .args(["-extfile", &extfile]));
+    }
 }
 
 #[cfg(test)]

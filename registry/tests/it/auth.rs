@@ -1,7 +1,7 @@
 //! Authentication against the real registry: htpasswd behind TLS, and token auth with a real
 //! token server.
 
-use lade_registry::testing::{TestRegistry, TokenServer};
+use lade_registry::testing::{RegistryOptions, TestRegistry, TokenServer};
 use lade_registry::{Client, ClientConfig, Credential, Error, Platform};
 
 use crate::common::{blob, TestImage};
@@ -190,4 +190,35 @@ async fn token_auth_errors_and_access_token_spelling() {
         "{err}"
     );
     assert!(err.to_string().contains("lade login"), "{err}");
+}
+
+#[tokio::test]
+async fn client_certificate_from_certs_d() {
+    let reg = TestRegistry::start(RegistryOptions {
+        tls: true,
+        client_cert: true,
+        client_cert_outside_certs_d: true,
+        ..RegistryOptions::default()
+    });
+    let err = Client::new(reg.client_config())
+        .ping(&reg.host())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("client.cert"), "{err}");
+
+    let (cert, key) = reg.client_cert_files().unwrap();
+    let dir = reg.certs_dir().unwrap().join(reg.host());
+    std::fs::copy(cert, dir.join("client.cert")).unwrap();
+    std::fs::copy(key, dir.join("client.key")).unwrap();
+    let client = Client::new(reg.client_config());
+    client.ping(&reg.host()).await.unwrap();
+    let r = reg.reference("mtls/app:1");
+    let image = TestImage::new(vec![blob(50_000, 5)], "amd64");
+    image.push(&client, &r, &[]).await;
+    let got = client
+        .resolve_image(&r, &Platform::default())
+        .await
+        .unwrap();
+    assert_eq!(got.manifest.bytes, image.manifest);
 }
