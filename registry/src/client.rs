@@ -100,12 +100,47 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults plus credentials from the environment (Lade's and docker's config files).
+    /// Defaults plus the environment: credentials from Lade's and docker's config files
+    /// ([`CredentialStore::from_env`]), `LADE_CERTS_DIR` (colon-separated `certs.d`-style
+    /// directories searched before docker's and containers'), `LADE_INSECURE_REGISTRIES`
+    /// (comma-separated hosts, as `--insecure-registry`).
     pub fn from_env() -> ClientConfig {
-        ClientConfig {
+        let mut cfg = ClientConfig {
             credentials: CredentialStore::from_env(),
             ..ClientConfig::default()
+        };
+        if let Some(dirs) = std::env::var_os("LADE_CERTS_DIR").filter(|d| !d.is_empty()) {
+            let mut dirs: Vec<PathBuf> = std::env::split_paths(&dirs).collect();
+            dirs.append(&mut cfg.certs_dirs);
+            cfg.certs_dirs = dirs;
         }
+        if let Ok(list) = std::env::var("LADE_INSECURE_REGISTRIES") {
+            for host in list.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                cfg.add_insecure_registry(host);
+            }
+        }
+        cfg
+    }
+
+    /// Allows plain HTTP (and unverified TLS) for `registry` (`host[:port]`, or a URL).
+    pub fn add_insecure_registry(&mut self, registry: &str) {
+        let name =
+            crate::reference::normalize_registry(registry).unwrap_or_else(|_| registry.to_string());
+        if !self.insecure_registries.contains(&name) {
+            self.insecure_registries.push(name);
+        }
+    }
+
+    fn is_insecure(&self, name: &str, host: &str) -> bool {
+        self.insecure_registries
+            .iter()
+            .any(|r| r == name || r == host)
+    }
+
+    /// Whether `registry` may be reached over plain HTTP: listed as insecure, or loopback.
+    pub fn plain_http_allowed(&self, registry: &str) -> bool {
+        let host = api_host(registry);
+        self.is_insecure(registry, host) || is_loopback(host)
     }
 }
 
@@ -233,10 +268,7 @@ impl Client {
 
     async fn discover(&self, reg: &RegistryState) -> Result<Endpoint> {
         let cfg = &self.inner.config;
-        let insecure = cfg
-            .insecure_registries
-            .iter()
-            .any(|r| r == &reg.name || r == &reg.host);
+        let insecure = cfg.is_insecure(&reg.name, &reg.host);
         let loopback = is_loopback(&reg.host);
         let http = self.build_http(reg, insecure)?;
         let https_base = parse_url(&format!("https://{}/", reg.host), &reg.name)?;
@@ -880,6 +912,25 @@ mod tests {
         ] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    #[test]
+    fn plain_http_only_when_allowed() {
+        let mut cfg = ClientConfig::default();
+        assert!(cfg.plain_http_allowed("localhost:5000"));
+        assert!(cfg.plain_http_allowed("127.0.0.1:5000"));
+        assert!(cfg.plain_http_allowed("[::1]:5000"));
+        assert!(!cfg.plain_http_allowed("reg.example:5000"));
+        assert!(!cfg.plain_http_allowed("docker.io"));
+        assert!(!cfg.plain_http_allowed("10.1.2.3:5000"));
+        cfg.add_insecure_registry("http://reg.example:5000/");
+        cfg.add_insecure_registry("reg.example:5000");
+        assert_eq!(cfg.insecure_registries, ["reg.example:5000"]);
+        assert!(cfg.plain_http_allowed("reg.example:5000"));
+        assert!(
+            !cfg.plain_http_allowed("reg.example"),
+            "the port is part of the name"
+        );
     }
 
     #[test]
