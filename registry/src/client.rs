@@ -294,6 +294,15 @@ impl Client {
                 }
             }
             let detail = error_chain(&err.without_url());
+            if speaks_plain_http(&detail) && !allow_http {
+                return Err(Error::Tls {
+                    registry: reg.name.clone(),
+                    detail: format!(
+                        "{detail}; the registry seems to serve plain HTTP: if that is intended, allow it with --insecure-registry {}",
+                        reg.name
+                    ),
+                });
+            }
             if is_certificate_error(&detail) {
                 let lower = detail.to_ascii_lowercase();
                 // An alert from the server about a certificate concerns ours (the client's).
@@ -772,6 +781,11 @@ fn is_transient_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
+/// rustls's complaint when the server answered a TLS hello with plain HTTP.
+fn speaks_plain_http(detail: &str) -> bool {
+    detail.contains("InvalidContentType") || detail.contains("corrupt message")
+}
+
 fn is_certificate_error(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
     d.contains("certificate") || d.contains("unknownissuer")
@@ -912,6 +926,17 @@ mod tests {
         ] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    #[test]
+    fn classifies_tls_failures() {
+        let plain = "error sending request: client error (Connect): received corrupt message of type InvalidContentType";
+        assert!(speaks_plain_http(plain) && !is_certificate_error(plain));
+        let ca = "client error (Connect): invalid peer certificate: UnknownIssuer";
+        assert!(is_certificate_error(ca) && !speaks_plain_http(ca));
+        assert!(!is_certificate_error(
+            "tcp connect error: Connection refused"
+        ));
     }
 
     #[test]
