@@ -76,6 +76,8 @@ pub struct ClientConfig {
     pub upload_chunk_size: Option<u64>,
     /// Layers downloaded at once by [`Client::fetch_blobs`] (default 3, docker's).
     pub max_concurrent_downloads: usize,
+    /// Blobs uploaded at once by [`Client::push_blobs`] (default 5, docker's).
+    pub max_concurrent_uploads: usize,
     pub user_agent: String,
 }
 
@@ -94,6 +96,7 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(60),
             upload_chunk_size: None,
             max_concurrent_downloads: 3,
+            max_concurrent_uploads: 5,
             user_agent: format!("lade/{}", env!("CARGO_PKG_VERSION")),
         }
     }

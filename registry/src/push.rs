@@ -162,6 +162,52 @@ impl Client {
         }
     }
 
+    /// [`Client::push_blob`] for several blobs of one image, at most
+    /// [`ClientConfig::max_concurrent_uploads`](crate::ClientConfig) at a time. Each job is a
+    /// descriptor, its bytes and the repositories it may be mounted from. Results come back in
+    /// input order; the first failure cancels the rest and is returned.
+    pub async fn push_blobs(
+        &self,
+        target: &Reference,
+        jobs: Vec<(Descriptor, BlobSource, Vec<String>)>,
+        progress: &ProgressFn,
+    ) -> Result<Vec<PushedBlob>> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.config().max_concurrent_uploads.max(1),
+        ));
+        let mut set = tokio::task::JoinSet::new();
+        let count = jobs.len();
+        for (i, (desc, source, mount_from)) in jobs.into_iter().enumerate() {
+            let client = self.clone();
+            let target = target.clone();
+            let progress = progress.clone();
+            let permits = permits.clone();
+            set.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                client
+                    .push_blob(&target, &desc, &source, &mount_from, &progress)
+                    .await
+                    .map(|r| (i, r))
+            });
+        }
+        let mut done: Vec<Option<PushedBlob>> = vec![None; count];
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Ok((i, r))) => done[i] = Some(r),
+                Ok(Err(e)) => return Err(e),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {
+                    return Err(Error::Protocol {
+                        registry: target.registry().to_string(),
+                        operation: "upload".into(),
+                        reason: "an upload task was cancelled".into(),
+                    })
+                }
+            }
+        }
+        Ok(done.into_iter().flatten().collect())
+    }
+
     /// Uploads a blob whose digest is not known in advance (e.g. a layer compressed on the
     /// fly): one streamed `PATCH`, hashing as it goes, then `PUT ?digest=`. Not retried (the
     /// reader is consumed); returns the digest and size the registry accepted.

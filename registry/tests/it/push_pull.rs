@@ -96,6 +96,44 @@ async fn push_then_pull_back_byte_identical() {
 }
 
 #[tokio::test]
+async fn concurrent_blob_pushes() {
+    let reg = TestRegistry::plain();
+    let client = Client::new(ClientConfig {
+        max_concurrent_uploads: 2,
+        ..reg.client_config()
+    });
+    let r = reg.reference("many/app:1");
+    let image = TestImage::new(
+        (0..5).map(|i| blob(200_000 + i, 90 + i as u64)).collect(),
+        "amd64",
+    );
+    let jobs = image
+        .layers
+        .iter()
+        .zip(image.layer_descriptors())
+        .map(|(l, d)| (d, BlobSource::from(l.clone()), Vec::new()))
+        .collect();
+    let (progress, events) = recorder();
+    let got = client.push_blobs(&r, jobs, &progress).await.unwrap();
+    assert_eq!(got, vec![PushedBlob::Uploaded; 5]);
+    assert_eq!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with("finished"))
+            .count(),
+        5
+    );
+    for (layer, desc) in image.layers.iter().zip(image.layer_descriptors()) {
+        assert_eq!(
+            client.fetch_blob_bytes(&r, &desc, 1 << 20).await.unwrap(),
+            *layer
+        );
+    }
+}
+
+#[tokio::test]
 async fn pushing_twice_sends_no_layer_bytes() {
     let reg = TestRegistry::plain();
     let client = Client::new(reg.client_config());
