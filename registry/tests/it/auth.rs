@@ -222,3 +222,52 @@ async fn client_certificate_from_certs_d() {
         .unwrap();
     assert_eq!(got.manifest.bytes, image.manifest);
 }
+
+#[tokio::test]
+async fn credentials_from_docker_config_and_helpers() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = TestRegistry::basic_tls("alice", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = reg.client_config();
+    cfg.credential_overrides.clear();
+
+    // docker's `auths` with base64 user:password
+    let docker = dir.path().join("docker/config.json");
+    std::fs::create_dir_all(docker.parent().unwrap()).unwrap();
+    std::fs::write(
+        &docker,
+        format!(
+            r#"{{"auths": {{"https://{}/v2/": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    cfg.credentials = lade_registry::CredentialStore::new(None, Some(docker.clone()));
+    Client::new(cfg.clone()).ping(&reg.host()).await.unwrap();
+
+    // a credential helper named by credHelpers
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-lade-test");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread url\necho \"{\\\"ServerURL\\\":\\\"$url\\\",\\\"Username\\\":\\\"alice\\\",\\\"Secret\\\":\\\"s3cret\\\"}\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &docker,
+        format!(r#"{{"credHelpers": {{"{}": "lade-test"}}}}"#, reg.host()),
+    )
+    .unwrap();
+    cfg.credentials = lade_registry::CredentialStore::new(None, Some(docker)).with_helper_dir(bin);
+    Client::new(cfg.clone()).ping(&reg.host()).await.unwrap();
+
+    // Lade's own file wins over docker's.
+    let lade = dir.path().join("lade/auth.json");
+    let store = lade_registry::CredentialStore::new(Some(lade.clone()), None);
+    store.save(&reg.host(), "alice", "stale").unwrap();
+    cfg.credentials = store;
+    let err = Client::new(cfg).ping(&reg.host()).await.unwrap_err();
+    assert!(matches!(err, Error::AuthFailed { .. }), "{err}");
+}
