@@ -72,6 +72,17 @@ fn login_checks_then_saves_and_logout_removes() {
         .iter()
         .any(|e| e.path == "/v2/" && e.status == 200));
 
+    // What was saved authenticates the registry client.
+    let saved = lade_registry::ClientConfig {
+        credentials: lade_registry::CredentialStore::new(Some(path.clone()), None),
+        certs_dirs: reg.certs_dir().into_iter().collect(),
+        ..lade_registry::ClientConfig::default()
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(lade_registry::Client::new(saved).ping(&host))
+        .unwrap();
+
     let out = run(
         home.path(),
         &reg,
