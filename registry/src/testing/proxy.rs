@@ -219,6 +219,16 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
     }
     let mut reader = BufReader::new(client.try_clone()?);
     let mut up_w = up.try_clone()?;
+    // Not HTTP (a TLS hello from a client probing HTTPS): relay it untouched.
+    if reader
+        .fill_buf()?
+        .first()
+        .is_some_and(|b| !b.is_ascii_alphabetic())
+    {
+        std::io::copy(&mut reader, &mut up_w)?;
+        let _ = up.shutdown(Shutdown::Write);
+        return Ok(());
+    }
     loop {
         let mut head = Vec::new();
         let mut lines = Vec::new();
