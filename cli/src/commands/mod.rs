@@ -1,5 +1,8 @@
 //! Subcommands. One module per command; `run` dispatches.
 
+mod login;
+mod registry_opts;
+
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -8,6 +11,10 @@ use clap::Subcommand;
 pub enum Command {
     /// Print version information
     Version,
+    /// Log in to a registry (credentials are checked, then saved in Lade's auth file)
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from Lade's auth file
+    Logout(login::LogoutArgs),
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -16,5 +23,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("lade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
     }
 }
