@@ -20,14 +20,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::{
-    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags,
-    Mode, SFlag, UtimensatFlags,
+    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode,
+    SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
-use nix::fcntl::AtFlags;
 
 use crate::digest::LimitedReader;
 use crate::error::{Error, IoContext, Result, SysContext};
@@ -131,7 +131,10 @@ fn read_err(opts: &ExtractOptions, e: io::Error) -> Error {
             };
         }
     }
-    Error::Format(format!("{} is not a valid tar stream (truncated or corrupt?): {e}", opts.what))
+    Error::Format(format!(
+        "{} is not a valid tar stream (truncated or corrupt?): {e}",
+        opts.what
+    ))
 }
 
 struct Extractor<'a> {
@@ -211,14 +214,22 @@ impl Extractor<'_> {
                 let mut cur: Vec<u8> = Vec::new();
                 let mut fd = self.root.try_clone().ctx("dup root fd", show(parent))?;
                 for c in comps {
-                    match openat2(&fd, c, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)) {
+                    match openat2(
+                        &fd,
+                        c,
+                        how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+                    ) {
                         Ok(next) => fd = next,
                         Err(Errno::ENOENT) => {
                             mkdirat(&fd, c, Mode::from_bits_truncate(0o755))
                                 .or_else(|e| if e == Errno::EEXIST { Ok(()) } else { Err(e) })
                                 .sys("create directory", &show(&cur))?;
-                            fd = openat2(&fd, c, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
-                                .sys("open created directory", &show(c))?;
+                            fd = openat2(
+                                &fd,
+                                c,
+                                how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+                            )
+                            .sys("open created directory", &show(c))?;
                         }
                         Err(Errno::ELOOP) => {
                             // A symlink: resolve it from the root (it may point anywhere in it).
@@ -227,8 +238,12 @@ impl Extractor<'_> {
                                 p.push(b'/');
                             }
                             p.extend_from_slice(c);
-                            fd = openat2(&self.root, &p[..], how(OFlag::O_RDONLY | OFlag::O_DIRECTORY))
-                                .sys("open directory (through symlink)", &show(&p))?;
+                            fd = openat2(
+                                &self.root,
+                                &p[..],
+                                how(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
+                            )
+                            .sys("open directory (through symlink)", &show(&p))?;
                         }
                         Err(e) => return Err(e).sys("open directory", &show(parent)),
                     }
@@ -281,10 +296,24 @@ impl Extractor<'_> {
         };
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax.flatten() {
-                let (Ok(k), v) = (ext.key(), ext.value_bytes()) else { continue };
+                let (Ok(k), v) = (ext.key(), ext.value_bytes()) else {
+                    continue;
+                };
                 match k {
-                    "uid" => meta.uid = ext.value().ok().and_then(|s| s.parse().ok()).unwrap_or(meta.uid),
-                    "gid" => meta.gid = ext.value().ok().and_then(|s| s.parse().ok()).unwrap_or(meta.gid),
+                    "uid" => {
+                        meta.uid = ext
+                            .value()
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(meta.uid)
+                    }
+                    "gid" => {
+                        meta.gid = ext
+                            .value()
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(meta.gid)
+                    }
                     "mtime" => {
                         if let Some(t) = ext
                             .value()
@@ -305,7 +334,10 @@ impl Extractor<'_> {
             }
         }
         use tar::EntryType as T;
-        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             return Ok(());
         }
         if path.is_empty() {
@@ -322,7 +354,9 @@ impl Extractor<'_> {
                 // Apply mode: nothing to delete when the directory is not there.
                 Err(_) if self.opts.whiteouts == WhiteoutMode::Apply => {
                     if target.is_empty() || target == b"." || target == b".." {
-                        return Err(self.bad(&raw, "invalid whiteout name (whiteouts must name an entry)"));
+                        return Err(
+                            self.bad(&raw, "invalid whiteout name (whiteouts must name an entry)")
+                        );
                     }
                     return Ok(());
                 }
@@ -356,7 +390,8 @@ impl Extractor<'_> {
             T::Directory => {
                 let kept = self.remove(&fd, &name, true)?;
                 if !kept {
-                    mkdirat(&fd, &name[..], Mode::from_bits_truncate(0o700)).sys("create directory", &show(&path))?;
+                    mkdirat(&fd, &name[..], Mode::from_bits_truncate(0o700))
+                        .sys("create directory", &show(&path))?;
                 }
                 let d = openat(
                     &fd,
@@ -373,7 +408,11 @@ impl Extractor<'_> {
                 let f = openat(
                     &fd,
                     &name[..],
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .sys("create file", &show(&path))?;
@@ -381,7 +420,9 @@ impl Extractor<'_> {
                 let size = entry.header().entry_size().unwrap_or(0);
                 let mut written = 0u64;
                 loop {
-                    let n = entry.read(&mut self.buf).map_err(|e| read_err(self.opts, e))?;
+                    let n = entry
+                        .read(&mut self.buf)
+                        .map_err(|e| read_err(self.opts, e))?;
                     if n == 0 {
                         break;
                     }
@@ -445,7 +486,10 @@ impl Extractor<'_> {
                     }
                 };
                 let st = fstatat(&tfd, &tname[..], AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|_| {
-                    self.bad(&raw, format!("hardlink target {:?} is not in this layer", show(&target)))
+                    self.bad(
+                        &raw,
+                        format!("hardlink target {:?} is not in this layer", show(&target)),
+                    )
                 })?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
                     return Err(self.bad(&raw, "hardlink to a directory"));
@@ -456,7 +500,8 @@ impl Extractor<'_> {
                 }
                 self.remove(&fd, &name, false)?;
                 // No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself.
-                linkat(&tfd, &tname[..], &fd, &name[..], AtFlags::empty()).sys("create hardlink", &show(&path))?;
+                linkat(&tfd, &tname[..], &fd, &name[..], AtFlags::empty())
+                    .sys("create hardlink", &show(&path))?;
             }
             T::Char | T::Block | T::Fifo => {
                 self.remove(&fd, &name, false)?;
@@ -465,7 +510,8 @@ impl Extractor<'_> {
                     T::Block => (SFlag::S_IFBLK, dev(entry)),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(&fd, &name[..], k, Mode::from_bits_truncate(0o600), dev).sys("create device", &show(&path))?;
+                mknodat(&fd, &name[..], k, Mode::from_bits_truncate(0o600), dev)
+                    .sys("create device", &show(&path))?;
                 if self.opts.same_owner {
                     fchownat(
                         &fd,
@@ -476,8 +522,13 @@ impl Extractor<'_> {
                     )
                     .sys("chown", &show(&path))?;
                 }
-                fchmodat(&fd, &name[..], Mode::from_bits_truncate(meta.mode), FchmodatFlags::FollowSymlink)
-                    .sys("chmod", &show(&path))?;
+                fchmodat(
+                    &fd,
+                    &name[..],
+                    Mode::from_bits_truncate(meta.mode),
+                    FchmodatFlags::FollowSymlink,
+                )
+                .sys("chmod", &show(&path))?;
                 let t = TimeSpec::new(meta.mtime, 0);
                 let _ = utimensat(&fd, &name[..], &t, &t, UtimensatFlags::NoFollowSymlink);
             }
@@ -493,8 +544,12 @@ impl Extractor<'_> {
 
     fn set_meta_fd(&self, fd: &OwnedFd, meta: &Meta, path: &[u8]) -> Result<()> {
         if self.opts.same_owner {
-            fchown(fd, Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32)))
-                .sys("chown", &show(path))?;
+            fchown(
+                fd,
+                Some(Uid::from_raw(meta.uid as u32)),
+                Some(Gid::from_raw(meta.gid as u32)),
+            )
+            .sys("chown", &show(path))?;
         }
         fchmod(fd, Mode::from_bits_truncate(meta.mode)).sys("chmod", &show(path))?;
         if self.opts.xattrs && !meta.xattrs.is_empty() {
@@ -504,7 +559,10 @@ impl Extractor<'_> {
                 if let Err(e) = f.set_xattr(k, v) {
                     // Filesystems without xattr support (or security.* without privilege) lose
                     // the attribute, as with docker on such filesystems.
-                    if !matches!(e.raw_os_error(), Some(nix::libc::ENOTSUP) | Some(nix::libc::EPERM)) {
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::ENOTSUP) | Some(nix::libc::EPERM)
+                    ) {
                         return Err(e).ctx("set xattr on", show(path));
                     }
                 }
@@ -518,8 +576,10 @@ impl Extractor<'_> {
             WhiteoutMode::Overlay => {
                 let f = File::from(dirfd.try_clone().ctx("dup fd for", show(parent))?);
                 use xattr::FileExt;
-                f.set_xattr("trusted.overlay.opaque", b"y")
-                    .ctx("mark directory opaque (needs root for trusted.* xattrs)", show(parent))?;
+                f.set_xattr("trusted.overlay.opaque", b"y").ctx(
+                    "mark directory opaque (needs root for trusted.* xattrs)",
+                    show(parent),
+                )?;
             }
             WhiteoutMode::Apply => {
                 let p = format!("/proc/self/fd/{}", dirfd.as_fd().as_raw_fd());

@@ -15,3 +15,14 @@ pub mod tarfmt;
 pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use reference::Reference;
+pub mod gc;
+pub mod images;
+pub mod layers;
+pub mod lock;
+pub mod store;
+
+pub use gc::{CheckReport, GcRoots, Marks, PruneReport};
+pub use images::{Image, ImageSummary, RefIndex};
+pub use layers::{lowerdir_option, LayerBlob, LayerRecord, StagedLayer};
+pub use store::{default_root, BlobWriter, StagedBlob, Store, StoreOptions};
+pub use tarfmt::{Compression, Mtime, TarOptions};

@@ -57,7 +57,10 @@ impl Reference {
         let (name_tag, digest) = match input.split_once('@') {
             Some((n, d)) => {
                 let digest = Digest::parse(d).map_err(|_| {
-                    err(input, format!("invalid digest {d:?} (only sha256:<64 hex> is supported)"))
+                    err(
+                        input,
+                        format!("invalid digest {d:?} (only sha256:<64 hex> is supported)"),
+                    )
                 })?;
                 (n, Some(digest))
             }
@@ -108,7 +111,10 @@ impl Reference {
             ));
         }
         if domain.len() + 1 + path.len() > MAX_NAME_LEN {
-            return Err(err(input, format!("repository name longer than {MAX_NAME_LEN} characters")));
+            return Err(err(
+                input,
+                format!("repository name longer than {MAX_NAME_LEN} characters"),
+            ));
         }
         Ok(Self {
             domain,
@@ -210,7 +216,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_TAG_LEN
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `[a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*`
@@ -244,13 +251,19 @@ fn valid_domain(d: &str) -> bool {
         // [ipv6]:port
         match rest.split_once(']') {
             Some((ip, after)) => {
-                if ip.is_empty() || !ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                if ip.is_empty()
+                    || !ip
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
                     return false;
                 }
                 match after {
                     "" => return true,
                     p => match p.strip_prefix(':') {
-                        Some(port) => return !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+                        Some(port) => {
+                            return !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                        }
                         None => return false,
                     },
                 }
@@ -291,8 +304,14 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("library/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(norm("docker.io/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(norm("index.docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            norm("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("me/app"), "docker.io/me/app:latest");
         assert_eq!(norm("me/app/sub:v1"), "docker.io/me/app/sub:v1");
         assert_eq!(norm("localhost/x"), "localhost/x:latest");
@@ -303,14 +322,23 @@ mod tests {
         assert_eq!(norm("[::1]:5000/a"), "[::1]:5000/a:latest");
         // An upper-case first component is a registry host (docker's rule).
         assert_eq!(norm("Registry/app"), "Registry/app:latest");
-        assert_eq!(norm("a__b-c---e/f.g_h"), "docker.io/a__b-c---e/f.g_h:latest");
-        assert!(Reference::parse("a__b.c/x").is_err(), "a dotted first component is a host");
+        assert_eq!(
+            norm("a__b-c---e/f.g_h"),
+            "docker.io/a__b-c---e/f.g_h:latest"
+        );
+        assert!(
+            Reference::parse("a__b.c/x").is_err(),
+            "a dotted first component is a host"
+        );
     }
 
     #[test]
     fn digests() {
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
         assert_eq!(
             norm(&format!("busybox:1@{d}")),
             format!("docker.io/library/busybox:1@{d}")
@@ -364,9 +392,15 @@ mod tests {
     #[test]
     fn with_tag_and_digest() {
         let r = Reference::parse("busybox").unwrap();
-        assert_eq!(r.with_tag("v2").unwrap().to_string(), "docker.io/library/busybox:v2");
+        assert_eq!(
+            r.with_tag("v2").unwrap().to_string(),
+            "docker.io/library/busybox:v2"
+        );
         assert!(r.with_tag("bad tag").is_err());
         let d = Digest::of(b"x");
-        assert_eq!(r.with_digest(d.clone()).to_string(), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            r.with_digest(d.clone()).to_string(),
+            format!("docker.io/library/busybox@{d}")
+        );
     }
 }

@@ -45,9 +45,13 @@ impl Compression {
             "application/vnd.oci.image.layer.v1.tar+gzip"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
             "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+                Some(Compression::Zstd)
+            }
             _ => None,
         }
     }
@@ -191,7 +195,10 @@ fn walk_into<W: Write>(dir: &Path, opts: &TarOptions, out: &mut W) -> Result<()>
     };
     let meta = fs::symlink_metadata(dir).ctx("stat", dir)?;
     if !meta.is_dir() {
-        return Err(Error::Format(format!("{} is not a directory", dir.display())));
+        return Err(Error::Format(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     w.dir(dir, b"")?;
     w.out.write_all(&[0u8; 1024]).ctx("write tar of", dir)?;
@@ -358,11 +365,15 @@ impl<W: Write> Walker<'_, W> {
                         path.display()
                     )));
                 }
-                self.out.write_all(&self.buf[..n]).ctx("write tar entry for", path)?;
+                self.out
+                    .write_all(&self.buf[..n])
+                    .ctx("write tar entry for", path)?;
                 left -= n as u64;
             }
             let pad = padding(e.size);
-            self.out.write_all(&[0u8; 512][..pad]).ctx("write tar entry for", path)?;
+            self.out
+                .write_all(&[0u8; 512][..pad])
+                .ctx("write tar entry for", path)?;
             return Ok(());
         }
         if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
@@ -425,13 +436,27 @@ impl<W: Write> Walker<'_, W> {
                 data.extend_from_slice(v);
                 data.push(b'\n');
             }
-            let base = e.name.rsplit(|c| *c == b'/').find(|s| !s.is_empty()).unwrap_or(b"x");
+            let base = e
+                .name
+                .rsplit(|c| *c == b'/')
+                .find(|s| !s.is_empty())
+                .unwrap_or(b"x");
             let mut pname = b"PaxHeaders.0/".to_vec();
             pname.extend_from_slice(&base[..base.len().min(80)]);
             if !ascii(&pname) {
                 pname = b"PaxHeaders.0/entry".to_vec();
             }
-            let h = ustar(&pname, 0o644, 0, 0, data.len() as u64, e.mtime.clamp(0, MAX11 as i64), b'x', b"", (0, 0));
+            let h = ustar(
+                &pname,
+                0o644,
+                0,
+                0,
+                data.len() as u64,
+                e.mtime.clamp(0, MAX11 as i64),
+                b'x',
+                b"",
+                (0, 0),
+            );
             self.write(&h)?;
             self.write(&data)?;
             self.write(&[0u8; 512][..padding(data.len() as u64)])?;
@@ -629,7 +654,18 @@ mod tests {
         let e = entries(&a);
         let names: Vec<_> = e.iter().map(|x| x.0.clone()).collect();
         let long = "n".repeat(150);
-        assert_eq!(names, vec!["a.txt", "abs", "b/", "b/sub/", "b/sub/f", long.as_str(), "z-link"]);
+        assert_eq!(
+            names,
+            vec![
+                "a.txt",
+                "abs",
+                "b/",
+                "b/sub/",
+                "b/sub/f",
+                long.as_str(),
+                "z-link"
+            ]
+        );
         assert_eq!(e[1].1, b'2');
         assert_eq!(e[1].3, "/etc/passwd");
         assert_eq!(e[6].1, b'1');
@@ -709,6 +745,9 @@ mod tests {
         };
         write_tar(t.path(), &opts, &mut out).unwrap();
         let names: Vec<_> = entries(&out).into_iter().map(|e| e.0).collect();
-        assert_eq!(names, vec![".wh.gone", "opq/", "opq/.wh..wh..opq", "opq/new"]);
+        assert_eq!(
+            names,
+            vec![".wh.gone", "opq/", "opq/.wh..wh..opq", "opq/new"]
+        );
     }
 }

@@ -72,7 +72,11 @@ fn host_untouched(outside: &Path) {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, vec!["secret"], "something was written outside the root");
+    assert_eq!(
+        names,
+        vec!["secret"],
+        "something was written outside the root"
+    );
     assert_eq!(fs::read(outside.join("secret")).unwrap(), b"host");
     assert_eq!(fs::metadata(outside.join("secret")).unwrap().nlink(), 1);
 }
@@ -94,7 +98,10 @@ fn item1_dotdot_and_absolute_names_stay_inside() {
     assert_eq!(fs::read(root.join("escape1")).unwrap(), b"a");
     assert_eq!(fs::read(root.join("escape2")).unwrap(), b"b");
     assert_eq!(fs::read(root.join("escape3")).unwrap(), b"c");
-    assert_eq!(fs::read(root.join(o.trim_start_matches('/')).join("abs")).unwrap(), b"d");
+    assert_eq!(
+        fs::read(root.join(o.trim_start_matches('/')).join("abs")).unwrap(),
+        b"d"
+    );
     assert_eq!(fs::read(root.join("outside/secret")).unwrap(), b"pwned");
 }
 
@@ -103,17 +110,27 @@ fn item2_symlink_then_write_through_it_stays_inside() {
     let (_t, root, outside) = setup();
     let o = outside.to_str().unwrap();
     // etc -> /etc style: an absolute symlink to a host path, then a file below it.
-    let t1 = tar(&[E::Sym("etc", o), E::File("etc/secret", b"pwned"), E::File("etc/new", b"x")]);
+    let t1 = tar(&[
+        E::Sym("etc", o),
+        E::File("etc/secret", b"pwned"),
+        E::File("etc/new", b"x"),
+    ]);
     let r = apply(&root, &t1);
     host_untouched(&outside);
     if r.is_ok() {
         // Resolved inside the root: the link target is taken relative to the root.
-        assert_eq!(fs::read(root.join(o.trim_start_matches('/')).join("secret")).unwrap(), b"pwned");
+        assert_eq!(
+            fs::read(root.join(o.trim_start_matches('/')).join("secret")).unwrap(),
+            b"pwned"
+        );
     }
     // A relative symlink climbing out, then a write below it.
     let root2 = root.parent().unwrap().join("root2");
     fs::create_dir(&root2).unwrap();
-    let t2 = tar(&[E::Sym("up", "../../../../../../../.."), E::File("up/escape", b"x")]);
+    let t2 = tar(&[
+        E::Sym("up", "../../../../../../../.."),
+        E::File("up/escape", b"x"),
+    ]);
     apply(&root2, &t2).unwrap();
     assert_eq!(fs::read(root2.join("escape")).unwrap(), b"x");
     assert!(!Path::new("/escape").exists());
@@ -123,7 +140,10 @@ fn item2_symlink_then_write_through_it_stays_inside() {
     let t3 = tar(&[E::Sym("etc", "/real"), E::File("etc/passwd", b"root:x:0:0")]);
     apply(&root3, &t3).unwrap();
     assert_eq!(fs::read(root3.join("real/passwd")).unwrap(), b"root:x:0:0");
-    assert_eq!(fs::read_link(root3.join("etc")).unwrap(), Path::new("/real"));
+    assert_eq!(
+        fs::read_link(root3.join("etc")).unwrap(),
+        Path::new("/real")
+    );
 }
 
 #[test]
@@ -152,9 +172,13 @@ fn item4_bad_whiteouts_rejected_and_good_ones_stay_inside() {
     for bad in [".wh..", ".wh...", ".wh.", "dir/.wh.."] {
         let (_t, root, outside) = setup();
         fs::create_dir(root.join("dir")).unwrap();
-        let e = apply(&root, &tar(&[E::File(bad, b"")])).unwrap_err().to_string();
+        let e = apply(&root, &tar(&[E::File(bad, b"")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid whiteout"), "{bad}: {e}");
-        let e = overlay(&root, &tar(&[E::File(bad, b"")])).unwrap_err().to_string();
+        let e = overlay(&root, &tar(&[E::File(bad, b"")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid whiteout"), "{bad}: {e}");
         host_untouched(&outside);
         assert!(root.join("dir").is_dir());
@@ -182,9 +206,15 @@ fn item5_dir_swapped_for_symlink_and_back_cannot_redirect() {
     apply(&root, &tar(&[E::Dir("a/"), E::File("a/f", b"1")])).unwrap();
     // Layer 2: a becomes a symlink to the "host".
     apply(&root, &tar(&[E::Sym("a", o)])).unwrap();
-    assert!(fs::symlink_metadata(root.join("a")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(root.join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // Layer 3: writes below a.
-    let _ = apply(&root, &tar(&[E::File("a/g", b"pwned"), E::File("a/secret", b"pwned")]));
+    let _ = apply(
+        &root,
+        &tar(&[E::File("a/g", b"pwned"), E::File("a/secret", b"pwned")]),
+    );
     host_untouched(&outside);
     // Layer 4: back to a directory.
     apply(&root, &tar(&[E::Dir("a/"), E::File("a/h", b"2")])).unwrap();
@@ -194,13 +224,22 @@ fn item5_dir_swapped_for_symlink_and_back_cannot_redirect() {
     // All in one tar: dir, symlink replacing it, write through it.
     let (_t2, root2, outside2) = setup();
     let o2 = outside2.to_str().unwrap();
-    let t = tar(&[E::Dir("b/"), E::Sym("b", o2), E::File("b/secret", b"pwned"), E::Dir("b/"), E::File("b/z", b"z")]);
+    let t = tar(&[
+        E::Dir("b/"),
+        E::Sym("b", o2),
+        E::File("b/secret", b"pwned"),
+        E::Dir("b/"),
+        E::File("b/z", b"z"),
+    ]);
     let _ = apply(&root2, &t);
     host_untouched(&outside2);
     // The same sequence unpacked as overlay snapshots.
     let (_t3, root3, outside3) = setup();
     let o3 = outside3.to_str().unwrap();
-    let _ = overlay(&root3, &tar(&[E::Sym("c", o3), E::File("c/secret", b"pwned")]));
+    let _ = overlay(
+        &root3,
+        &tar(&[E::Sym("c", o3), E::File("c/secret", b"pwned")]),
+    );
     host_untouched(&outside3);
 }
 
@@ -216,10 +255,22 @@ fn item6_absolute_symlinks_extract_unchanged() {
         E::Sym("rel", "../bin/sh"),
     ]);
     overlay(&root, &t).unwrap();
-    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
-    assert_eq!(fs::read_link(root.join("lib64")).unwrap(), Path::new("/usr/lib64"));
-    assert_eq!(fs::read_link(root.join("dangling")).unwrap(), Path::new("/does/not/exist"));
-    assert_eq!(fs::read_link(root.join("rel")).unwrap(), Path::new("../bin/sh"));
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(
+        fs::read_link(root.join("lib64")).unwrap(),
+        Path::new("/usr/lib64")
+    );
+    assert_eq!(
+        fs::read_link(root.join("dangling")).unwrap(),
+        Path::new("/does/not/exist")
+    );
+    assert_eq!(
+        fs::read_link(root.join("rel")).unwrap(),
+        Path::new("../bin/sh")
+    );
 }
 
 #[test]
@@ -256,8 +307,16 @@ fn overlay_whiteouts_become_char_devices_and_opaque_xattrs() {
     let m = fs::symlink_metadata(root.join("gone")).unwrap();
     assert!(m.file_type().is_char_device());
     assert_eq!(m.rdev(), 0);
-    assert!(fs::symlink_metadata(root.join("e/deep")).unwrap().file_type().is_char_device());
-    assert_eq!(xattr::get(root.join("d"), "trusted.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]));
+    assert!(fs::symlink_metadata(root.join("e/deep"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert_eq!(
+        xattr::get(root.join("d"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!root.join("d/.wh..wh..opq").exists());
     assert!(root.join("d/new").exists());
 }
@@ -265,8 +324,24 @@ fn overlay_whiteouts_become_char_devices_and_opaque_xattrs() {
 #[test]
 fn apply_opaque_keeps_same_layer_entries() {
     let (_t, root, _o) = setup();
-    apply(&root, &tar(&[E::Dir("d/"), E::File("d/old", b"o"), E::File("d/old2", b"o")])).unwrap();
-    apply(&root, &tar(&[E::Dir("d/"), E::File("d/new", b"n"), E::File("d/.wh..wh..opq", b"")])).unwrap();
+    apply(
+        &root,
+        &tar(&[
+            E::Dir("d/"),
+            E::File("d/old", b"o"),
+            E::File("d/old2", b"o"),
+        ]),
+    )
+    .unwrap();
+    apply(
+        &root,
+        &tar(&[
+            E::Dir("d/"),
+            E::File("d/new", b"n"),
+            E::File("d/.wh..wh..opq", b""),
+        ]),
+    )
+    .unwrap();
     let mut names: Vec<_> = fs::read_dir(root.join("d"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -280,7 +355,10 @@ fn truncated_tar_is_an_error() {
     let (_t, root, _o) = setup();
     let t = tar(&[E::File("f", &[1u8; 5000])]);
     let e = apply(&root, &t[..2048]).unwrap_err().to_string();
-    assert!(e.contains("truncated") || e.contains("not a valid tar"), "{e}");
+    assert!(
+        e.contains("truncated") || e.contains("not a valid tar"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -290,13 +368,23 @@ fn round_trip_through_writer_preserves_tree() {
     fs::create_dir_all(src.join("d/e")).unwrap();
     fs::write(src.join("d/e/f"), b"content").unwrap();
     std::os::unix::fs::symlink("/abs/target", src.join("l")).unwrap();
-    fs::set_permissions(src.join("d/e/f"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    fs::set_permissions(
+        src.join("d/e/f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
     let mut out = Vec::new();
     crate::tarfmt::write_tar(&src, &crate::tarfmt::TarOptions::default(), &mut out).unwrap();
     overlay(&root, &out).unwrap();
     assert_eq!(fs::read(root.join("d/e/f")).unwrap(), b"content");
-    assert_eq!(fs::metadata(root.join("d/e/f")).unwrap().mode() & 0o7777, 0o4755);
-    assert_eq!(fs::read_link(root.join("l")).unwrap(), Path::new("/abs/target"));
+    assert_eq!(
+        fs::metadata(root.join("d/e/f")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        fs::read_link(root.join("l")).unwrap(),
+        Path::new("/abs/target")
+    );
     let mut again = Vec::new();
     crate::tarfmt::write_tar(&root, &crate::tarfmt::TarOptions::default(), &mut again).unwrap();
     assert_eq!(out, again, "unpack + repack is byte-identical");
