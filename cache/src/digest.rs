@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn limited_reader_caps() {
-        let data = vec![0u8; 100];
+        let data = [0u8; 100];
         let mut r = LimitedReader::new(&data[..], 50, "test");
         let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
         assert!(err.to_string().contains("exceeds the limit of 50 bytes"));

@@ -123,13 +123,13 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
 }
 
 fn read_err(opts: &ExtractOptions, e: io::Error) -> Error {
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
-        if let Error::TooLarge { what, limit } = inner {
-            return Error::TooLarge {
-                what: what.clone(),
-                limit: *limit,
-            };
-        }
+    if let Some(Error::TooLarge { what, limit }) =
+        e.get_ref().and_then(|i| i.downcast_ref::<Error>())
+    {
+        return Error::TooLarge {
+            what: what.clone(),
+            limit: *limit,
+        };
     }
     Error::Format(format!(
         "{} is not a valid tar stream (truncated or corrupt?): {e}",

@@ -329,11 +329,11 @@ mod tests {
                 .unwrap();
             s.create_image(&cfg, Some(&Reference::parse("keep").unwrap()))
                 .unwrap();
-            let _stale = s.temp_dir("stale-").unwrap().keep();
             (l1.diff_id, l2.diff_id, l3.diff_id)
         };
         // Shared lock holders block the exclusive one.
         let shared = Store::open(&root).unwrap();
+        let _stale = shared.temp_dir("stale-").unwrap().keep();
         let busy = Store::open_with(
             &root,
             StoreOptions {

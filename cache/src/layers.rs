@@ -102,6 +102,7 @@ fn scan_layer<R: Read>(r: R, what: &str, max: u64) -> Result<u64> {
         inner: limited,
         n: 0,
     };
+    let mut buf = vec![0u8; 256 * 1024];
     {
         let mut a = tar::Archive::new(&mut counted);
         let entries = a.entries().map_err(|e| bad_tar(what, e))?;
@@ -127,7 +128,14 @@ fn scan_layer<R: Read>(r: R, what: &str, max: u64) -> Result<u64> {
                 }
             }
             let size = e.header().entry_size().unwrap_or(0);
-            let got = io::copy(&mut e, &mut io::sink()).map_err(|e| bad_tar(what, e))?;
+            let mut got = 0u64;
+            loop {
+                let n = e.read(&mut buf).map_err(|e| bad_tar(what, e))?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
             if got != size && e.header().entry_type().is_file() {
                 return Err(Error::Format(format!(
                     "{what} is truncated: entry {} has {got} of {size} bytes",

@@ -16,6 +16,21 @@ pub struct LockGuard {
     _lock: Flock<File>,
 }
 
+impl LockGuard {
+    /// Converts the held lock to `kind` (waiting if needed).
+    pub fn relock(&self, kind: LockKind, path: &Path) -> Result<()> {
+        let arg = match kind {
+            LockKind::Shared => FlockArg::LockShared,
+            LockKind::Exclusive => FlockArg::LockExclusive,
+        };
+        self._lock.relock(arg).map_err(|e| Error::Io {
+            what: "lock",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })
+    }
+}
+
 /// Lock kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {

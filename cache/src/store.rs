@@ -78,9 +78,22 @@ pub fn default_root() -> PathBuf {
     PathBuf::from(home).join(".local/share/lade")
 }
 
+fn clean_tmp(tmp: &Path) {
+    if let Ok(rd) = fs::read_dir(tmp) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                _ => fs::remove_file(&p),
+            };
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `root` with a shared lock. Cheap: a few
-    /// `mkdir`/`open` calls, no scans.
+    /// `mkdir`/`open`/`flock` calls, no scans. When no other lade process holds the store, the
+    /// leftovers of killed processes in `tmp/` are removed first.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         Self::open_with(root, StoreOptions::default(), LockKind::Shared)
     }
@@ -99,7 +112,22 @@ impl Store {
                 fs::create_dir_all(root.join(d)).ctx("create store directory", root.join(d))?;
             }
         }
-        let guard = lock(&root.join("lock"), kind, opts.wait, &root)?;
+        let lock_path = root.join("lock");
+        let guard = if kind == LockKind::Shared {
+            // If no other lade process uses the store, leftovers in tmp/ are from killed ones:
+            // remove them now (one readdir of tmp/, usually empty), then share the lock.
+            match lock(&lock_path, LockKind::Exclusive, false, &root) {
+                Ok(g) => {
+                    clean_tmp(&root.join("tmp"));
+                    g.relock(LockKind::Shared, &lock_path)?;
+                    g
+                }
+                Err(Error::Busy(_)) => lock(&lock_path, kind, opts.wait, &root)?,
+                Err(e) => return Err(e),
+            }
+        } else {
+            lock(&lock_path, kind, opts.wait, &root)?
+        };
         Ok(Self {
             root,
             opts,
@@ -413,6 +441,21 @@ mod tests {
         assert!(matches!(e, Error::SizeMismatch { .. }), "{e}");
         // Nothing left in tmp after failures.
         assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn open_cleans_leftovers_only_when_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let a = Store::open(&root).unwrap();
+        let left = a.temp_dir("killed-").unwrap().keep();
+        // Another process (here: another open) must not remove a live process's temp files.
+        let b = Store::open(&root).unwrap();
+        assert!(left.exists());
+        drop(a);
+        drop(b);
+        let _c = Store::open(&root).unwrap();
+        assert!(!left.exists());
     }
 
     #[test]

@@ -692,6 +692,11 @@ pub enum SystemCommand {
         #[arg(long)]
         verify: bool,
     },
+    /// Unpack an image's layer snapshots (if needed) and print its overlayfs lowerdir option
+    Unpack {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
 }
 
 pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
@@ -712,6 +717,15 @@ pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
                 }
                 Ok(ExitCode::FAILURE)
             }
+        }
+        SystemCommand::Unpack { images } => {
+            let store = open(g)?;
+            for i in &images {
+                let img = store.image(i)?;
+                let paths = store.ensure_snapshots(&img.layers)?;
+                println!("lowerdir={}", lade_cache::lowerdir_option(&paths));
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -14,9 +14,15 @@ fn listing(tar_bytes: &[u8], skip: &[&str]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for e in a.entries().unwrap() {
         let mut e = e.unwrap();
-        let name = String::from_utf8_lossy(&e.path_bytes())
+        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let name = raw
+            .strip_prefix("./")
+            .unwrap_or(&raw)
             .trim_end_matches('/')
             .to_string();
+        if name.is_empty() || name == "." {
+            continue;
+        }
         if skip
             .iter()
             .any(|s| name == *s || name.starts_with(&format!("{s}/")))
@@ -24,10 +30,13 @@ fn listing(tar_bytes: &[u8], skip: &[&str]) -> BTreeMap<String, String> {
             continue;
         }
         let h = e.header().clone();
-        let link = e
+        let mut link = e
             .link_name_bytes()
             .map(|l| String::from_utf8_lossy(&l).into_owned())
             .unwrap_or_default();
+        if h.entry_type() == tar::EntryType::Link {
+            link = link.strip_prefix("./").unwrap_or(&link).to_string();
+        }
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
         let hash = data.iter().fold(0xcbf29ce484222325u64, |h, b| {
@@ -38,7 +47,7 @@ fn listing(tar_bytes: &[u8], skip: &[&str]) -> BTreeMap<String, String> {
             format!(
                 "{:?} {:o} {} {} {} {link} {hash:x}",
                 h.entry_type(),
-                h.mode().unwrap(),
+                h.mode().unwrap() & 0o7777,
                 h.uid().unwrap(),
                 h.gid().unwrap(),
                 data.len()
@@ -70,6 +79,45 @@ fn docker_fs(image: &str) -> BTreeMap<String, String> {
             "etc/hosts",
             "etc/hostname",
             "etc/resolv.conf",
+            "etc/mtab",
+        ],
+    )
+}
+
+/// Mounts the image's snapshots read-only with overlayfs and lists the result.
+fn overlay_fs(ts: &TestStore, image: &str) -> BTreeMap<String, String> {
+    let out = run_ok(ts.lade().args(["system", "unpack", image]));
+    let opt = out.trim().to_string();
+    assert!(opt.starts_with("lowerdir=") && opt.contains(':'), "{opt}");
+    let mnt = ts.path(&unique("mnt"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &format!("ro,{opt}")])
+            .arg(&mnt),
+    );
+    let tar = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&mnt)
+        .args(["-cf", "-", "."])
+        .output();
+    run_ok(Command::new("umount").arg(&mnt));
+    let tar = tar.unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    listing(
+        &tar.stdout,
+        &[
+            "dev",
+            "proc",
+            "sys",
+            "etc/hosts",
+            "etc/hostname",
+            "etc/resolv.conf",
+            "etc/mtab",
         ],
     )
 }
@@ -113,6 +161,13 @@ fn docker_archive_round_trip() {
     assert_eq!(
         inspect[0]["Config"]["Cmd"],
         serde_json::json!(["cat", "/app/hello"])
+    );
+
+    // The layer snapshots, stacked by overlayfs, are the image's filesystem.
+    assert_eq!(
+        overlay_fs(&ts, &name),
+        fs_before,
+        "snapshots differ from docker's filesystem"
     );
 
     let saved = ts.path("saved.tar");
