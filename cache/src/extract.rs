@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -141,7 +142,7 @@ struct Extractor<'a> {
     root: OwnedFd,
     opts: &'a ExtractOptions,
     /// Last resolved parent directory (entries of one directory are usually adjacent).
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     dirs: Vec<(Vec<u8>, i64)>,
     /// Apply mode: paths this layer created (kept by an opaque whiteout).
     created: HashSet<Vec<u8>>,
@@ -199,10 +200,10 @@ impl Extractor<'_> {
 
     /// Opens directory `parent` (relative, cleaned) inside the root; creates missing directories
     /// when `create`.
-    fn resolve(&mut self, parent: &[u8], create: bool) -> Result<OwnedFd> {
+    fn resolve(&mut self, parent: &[u8], create: bool) -> Result<Rc<OwnedFd>> {
         if let Some((p, fd)) = &self.cache {
             if p == parent {
-                return fd.try_clone().ctx("dup directory fd for", show(parent));
+                return Ok(Rc::clone(fd));
             }
         }
         let path: &[u8] = if parent.is_empty() { b"." } else { parent };
@@ -256,8 +257,8 @@ impl Extractor<'_> {
             }
             Err(e) => return Err(e).sys("open directory", &show(parent)),
         };
-        let keep = fd.try_clone().ctx("dup directory fd for", show(parent))?;
-        self.cache = Some((parent.to_vec(), keep));
+        let fd = Rc::new(fd);
+        self.cache = Some((parent.to_vec(), Rc::clone(&fd)));
         Ok(fd)
     }
 
@@ -388,10 +389,15 @@ impl Extractor<'_> {
         let fd = self.resolve(&parent, true)?;
         match kind {
             T::Directory => {
-                let kept = self.remove(&fd, &name, true)?;
-                if !kept {
-                    mkdirat(&fd, &name[..], Mode::from_bits_truncate(0o700))
-                        .sys("create directory", &show(&path))?;
+                match mkdirat(&*fd, &name[..], Mode::from_bits_truncate(0o700)) {
+                    Err(Errno::EEXIST) => {
+                        // An existing directory is merged into; anything else is replaced.
+                        if !self.remove(&fd, &name, true)? {
+                            mkdirat(&*fd, &name[..], Mode::from_bits_truncate(0o700))
+                                .sys("create directory", &show(&path))?;
+                        }
+                    }
+                    r => r.sys("create directory", &show(&path))?,
                 }
                 let d = openat(
                     &fd,
@@ -404,17 +410,26 @@ impl Extractor<'_> {
                 self.dirs.push((path.clone(), meta.mtime));
             }
             T::Regular | T::Continuous => {
-                self.remove(&fd, &name, false)?;
-                let f = openat(
-                    &fd,
-                    &name[..],
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
+                let create = || {
+                    openat(
+                        &*fd,
+                        &name[..],
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                };
+                // Usually nothing is there: try first, replace only on EEXIST.
+                let f = match create() {
+                    Err(Errno::EEXIST) => {
+                        self.remove(&fd, &name, false)?;
+                        create()
+                    }
+                    r => r,
+                }
                 .sys("create file", &show(&path))?;
                 let mut file = File::from(f);
                 let size = entry.header().entry_size().unwrap_or(0);
