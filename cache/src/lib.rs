@@ -1,6 +1,29 @@
 //! Content-addressed store.
 //!
-//! Will own everything Lade keeps on disk: blobs by OCI digest, unpacked layer snapshots,
+//! Owns everything Lade keeps on disk: blobs by OCI digest, unpacked layer snapshots,
 //! image metadata and names, the build-cache key index, locks and garbage collection. Writes are
 //! atomic (temp file, fsync, verify, rename) so nothing half-written is ever visible. It depends
 //! on no other Lade crate and must not start processes or talk to the network.
+#![deny(unsafe_code)]
+
+pub mod digest;
+pub mod error;
+pub mod extract;
+pub mod reference;
+pub mod tarfmt;
+
+pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
+pub use error::{Error, Result};
+pub use reference::Reference;
+pub mod archive;
+pub mod gc;
+pub mod images;
+pub mod layers;
+pub mod lock;
+pub mod store;
+
+pub use gc::{CheckReport, GcRoots, Marks, PruneReport};
+pub use images::{Image, ImageSummary, RefIndex};
+pub use layers::{lowerdir_option, LayerBlob, LayerRecord, StagedLayer};
+pub use store::{default_root, BlobWriter, StagedBlob, Store, StoreOptions};
+pub use tarfmt::{Compression, Mtime, TarOptions};

@@ -15,13 +15,15 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "lade", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    global: commands::Global,
     #[command(subcommand)]
     command: commands::Command,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(cli.command) {
+    match commands::run(cli.command, &cli.global) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -1,11 +1,31 @@
-//! Subcommands. One module per command; `run` dispatches.
+//! Subcommands. One module per command group; `run` dispatches.
 
 mod login;
 mod registry_opts;
 
+mod images;
+mod timefmt;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Store directory [default: $LADE_ROOT, else /var/lib/lade for root, else
+    /// $XDG_DATA_HOME/lade]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl Global {
+    /// The store root chosen by `--root` or the defaults.
+    pub fn root(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(lade_cache::default_root)
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -15,9 +35,30 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove a registry's credentials from Lade's auth file
     Logout(login::LogoutArgs),
+    /// Load images from a docker-archive or OCI-archive tarball (gzip/zstd or not)
+    Load(images::LoadArgs),
+    /// Save images to one tarball that `docker load` accepts and that is an OCI image layout
+    Save(images::SaveArgs),
+    /// Create a one-layer image from a rootfs tarball or directory
+    Import(images::ImportArgs),
+    /// List images
+    Images(images::ImagesArgs),
+    /// Give an image another name
+    Tag(images::TagArgs),
+    /// Remove image names (space is reclaimed by `lade prune`)
+    Rmi(images::RmiArgs),
+    /// Show image details as a JSON array, like `docker inspect`
+    Inspect(images::InspectArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Remove blobs, layers and snapshots no image references; report the space freed
+    Prune(images::PruneArgs),
+    /// Store maintenance
+    #[command(subcommand)]
+    System(images::SystemCommand),
 }
 
-pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => {
             println!("lade {}", env!("CARGO_PKG_VERSION"));
@@ -25,5 +66,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
+        Command::Load(a) => images::load(global, a),
+        Command::Save(a) => images::save(global, a),
+        Command::Import(a) => images::import(global, a),
+        Command::Images(a) => images::images(global, a),
+        Command::Tag(a) => images::tag(global, a),
+        Command::Rmi(a) => images::rmi(global, a),
+        Command::Inspect(a) => images::inspect(global, a),
+        Command::History(a) => images::history(global, a),
+        Command::Prune(a) => images::prune(global, a),
+        Command::System(c) => images::system(global, c),
     }
 }

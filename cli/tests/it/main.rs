@@ -4,3 +4,4 @@
 mod architecture;
 mod common;
 mod login;
+mod store;

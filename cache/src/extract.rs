@@ -1,0 +1,630 @@
+//! Path-safe tar extraction, shared by snapshot creation and "apply a layer onto a tree".
+//!
+//! Every entry is created relative to a directory fd obtained with
+//! `openat2(root, parent, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: the kernel resolves `..`,
+//! absolute names and symlinks (including absolute symlink targets such as `etc -> /etc`) as if
+//! `root` were `/`, so nothing can be written outside the extraction root whatever the archive
+//! says. The final component is created with `*at` syscalls that never follow it
+//! (`O_NOFOLLOW|O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `linkat` without `AT_SYMLINK_FOLLOW`). Names are
+//! cleaned lexically first only to find the parent/leaf split; safety does not rest on that.
+//!
+//! Two whiteout modes: [`WhiteoutMode::Overlay`] (a layer unpacked alone as an overlayfs lower
+//! layer: `.wh.x` becomes a `0:0` char device, `.wh..wh..opq` the `trusted.overlay.opaque=y`
+//! xattr) and [`WhiteoutMode::Apply`] (a layer applied onto an existing tree: `.wh.x` deletes the
+//! in-root `x`, `.wh..wh..opq` deletes what earlier layers put in the directory).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode,
+    SFlag, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use crate::digest::LimitedReader;
+use crate::error::{Error, IoContext, Result, SysContext};
+
+/// What `.wh.` entries mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// Unpack one layer alone as an overlayfs lowerdir (whiteouts kept, in overlay form).
+    Overlay,
+    /// Apply the layer onto an existing tree (whiteouts delete).
+    Apply,
+}
+
+/// Default cap on the uncompressed bytes of one layer or archive (64 GiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
+
+/// Options of [`extract`].
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    pub whiteouts: WhiteoutMode,
+    /// Refuse the tar once more than this many uncompressed bytes were read (decompression bomb).
+    pub max_bytes: u64,
+    /// Apply uid/gid from the archive (needs root or a user namespace mapping them). When false,
+    /// files belong to the extracting user.
+    pub same_owner: bool,
+    /// Restore xattrs from PAX `SCHILY.xattr.*` records (`trusted.overlay.*` never).
+    pub xattrs: bool,
+    /// Label used in error messages (e.g. the layer digest).
+    pub what: String,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        Self {
+            whiteouts: WhiteoutMode::Apply,
+            max_bytes: DEFAULT_MAX_BYTES,
+            same_owner: nix::unistd::geteuid().is_root(),
+            xattrs: true,
+            what: "archive".to_string(),
+        }
+    }
+}
+
+/// Counts of what [`extract`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub entries: u64,
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+}
+
+/// Extracts an uncompressed tar stream into `dest` (which must exist), see the module docs.
+/// On error the tree may hold part of the archive: callers extract into a temp directory.
+pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    let root: OwnedFd = openat(
+        AT_FDCWD,
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::Io {
+        what: "open extraction root",
+        path: dest.to_path_buf(),
+        source: e.into(),
+    })?;
+    let limited = LimitedReader::new(tar, opts.max_bytes, format!("uncompressed {}", opts.what));
+    let mut archive = tar::Archive::new(limited);
+    let mut x = Extractor {
+        root,
+        opts,
+        cache: None,
+        dirs: Vec::new(),
+        created: HashSet::new(),
+        buf: vec![0u8; 256 * 1024],
+        stats: ExtractStats::default(),
+    };
+    let entries = archive.entries().map_err(|e| read_err(opts, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| read_err(opts, e))?;
+        x.entry(&mut entry)?;
+        x.stats.entries += 1;
+    }
+    // Directory times last, deepest first, so creating children does not change them.
+    let dirs = std::mem::take(&mut x.dirs);
+    for (path, mtime) in dirs.iter().rev() {
+        let (parent, name) = split(path);
+        if let Ok(p) = x.resolve(&parent, false) {
+            let t = TimeSpec::new(*mtime, 0);
+            let _ = utimensat(&p, name, &t, &t, UtimensatFlags::NoFollowSymlink);
+        }
+    }
+    Ok(x.stats)
+}
+
+fn read_err(opts: &ExtractOptions, e: io::Error) -> Error {
+    if let Some(Error::TooLarge { what, limit }) =
+        e.get_ref().and_then(|i| i.downcast_ref::<Error>())
+    {
+        return Error::TooLarge {
+            what: what.clone(),
+            limit: *limit,
+        };
+    }
+    Error::Format(format!(
+        "{} is not a valid tar stream (truncated or corrupt?): {e}",
+        opts.what
+    ))
+}
+
+struct Extractor<'a> {
+    root: OwnedFd,
+    opts: &'a ExtractOptions,
+    /// Last resolved parent directory (entries of one directory are usually adjacent).
+    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    dirs: Vec<(Vec<u8>, i64)>,
+    /// Apply mode: paths this layer created (kept by an opaque whiteout).
+    created: HashSet<Vec<u8>>,
+    buf: Vec<u8>,
+    stats: ExtractStats,
+}
+
+/// Lexically cleans a tar name: drops empty and `.` components, `..` pops (never above root).
+fn clean(name: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in name.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join(&b'/')
+}
+
+fn split(path: &[u8]) -> (Vec<u8>, &[u8]) {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (path[..i].to_vec(), &path[i + 1..]),
+        None => (Vec::new(), path),
+    }
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Extractor<'_> {
+    fn bad(&self, entry: &[u8], reason: impl Into<String>) -> Error {
+        Error::BadEntry {
+            entry: format!("{}: {}", self.opts.what, show(entry)),
+            reason: reason.into(),
+        }
+    }
+
+    /// Opens directory `parent` (relative, cleaned) inside the root; creates missing directories
+    /// when `create`.
+    fn resolve(&mut self, parent: &[u8], create: bool) -> Result<Rc<OwnedFd>> {
+        if let Some((p, fd)) = &self.cache {
+            if p == parent {
+                return Ok(Rc::clone(fd));
+            }
+        }
+        let path: &[u8] = if parent.is_empty() { b"." } else { parent };
+        let fd = match openat2(&self.root, path, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY)) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) if create => {
+                // Create missing components one by one, each resolved in the root.
+                let comps: Vec<&[u8]> = parent.split(|b| *b == b'/').collect();
+                let mut cur: Vec<u8> = Vec::new();
+                let mut fd = self.root.try_clone().ctx("dup root fd", show(parent))?;
+                for c in comps {
+                    match openat2(
+                        &fd,
+                        c,
+                        how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+                    ) {
+                        Ok(next) => fd = next,
+                        Err(Errno::ENOENT) => {
+                            mkdirat(&fd, c, Mode::from_bits_truncate(0o755))
+                                .or_else(|e| if e == Errno::EEXIST { Ok(()) } else { Err(e) })
+                                .sys("create directory", &show(&cur))?;
+                            fd = openat2(
+                                &fd,
+                                c,
+                                how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+                            )
+                            .sys("open created directory", &show(c))?;
+                        }
+                        Err(Errno::ELOOP) => {
+                            // A symlink: resolve it from the root (it may point anywhere in it).
+                            let mut p = cur.clone();
+                            if !p.is_empty() {
+                                p.push(b'/');
+                            }
+                            p.extend_from_slice(c);
+                            fd = openat2(
+                                &self.root,
+                                &p[..],
+                                how(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
+                            )
+                            .sys("open directory (through symlink)", &show(&p))?;
+                        }
+                        Err(e) => return Err(e).sys("open directory", &show(parent)),
+                    }
+                    if !cur.is_empty() {
+                        cur.push(b'/');
+                    }
+                    cur.extend_from_slice(c);
+                }
+                fd
+            }
+            Err(e) => return Err(e).sys("open directory", &show(parent)),
+        };
+        let fd = Rc::new(fd);
+        self.cache = Some((parent.to_vec(), Rc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// Removes `name` in `dir` if present (recursively for a directory), unless it is a
+    /// directory and `keep_dir`. Returns whether a directory was kept.
+    fn remove(&mut self, dir: &OwnedFd, name: &[u8], keep_dir: bool) -> Result<bool> {
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(e).sys("stat", &show(name)),
+        };
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if is_dir && keep_dir {
+            return Ok(true);
+        }
+        self.cache = None;
+        if is_dir {
+            let p = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), show(name));
+            std::fs::remove_dir_all(&p).ctx("remove directory", show(name))?;
+        } else {
+            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).sys("remove", &show(name))?;
+        }
+        Ok(false)
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let path = clean(&raw);
+        let kind = entry.header().entry_type();
+        let mut meta = Meta {
+            mode: entry.header().mode().unwrap_or(0o644) & 0o7777,
+            uid: entry.header().uid().unwrap_or(0),
+            gid: entry.header().gid().unwrap_or(0),
+            mtime: entry.header().mtime().unwrap_or(0) as i64,
+            xattrs: Vec::new(),
+        };
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let (Ok(k), v) = (ext.key(), ext.value_bytes()) else {
+                    continue;
+                };
+                match k {
+                    "uid" => {
+                        meta.uid = ext
+                            .value()
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(meta.uid)
+                    }
+                    "gid" => {
+                        meta.gid = ext
+                            .value()
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(meta.gid)
+                    }
+                    "mtime" => {
+                        if let Some(t) = ext
+                            .value()
+                            .ok()
+                            .and_then(|s| s.split('.').next().and_then(|s| s.parse().ok()))
+                        {
+                            meta.mtime = t;
+                        }
+                    }
+                    _ => {
+                        if let Some(x) = k.strip_prefix("SCHILY.xattr.") {
+                            if !x.starts_with("trusted.overlay.") {
+                                meta.xattrs.push((x.to_string(), v.to_vec()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        use tar::EntryType as T;
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
+            return Ok(());
+        }
+        if path.is_empty() {
+            // The root itself (`./`): nothing to create.
+            return Ok(());
+        }
+        let (parent, name) = split(&path);
+        let name = name.to_vec();
+
+        // Whiteouts.
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            let fd = match self.resolve(&parent, self.opts.whiteouts == WhiteoutMode::Overlay) {
+                Ok(fd) => fd,
+                // Apply mode: nothing to delete when the directory is not there.
+                Err(_) if self.opts.whiteouts == WhiteoutMode::Apply => {
+                    if target.is_empty() || target == b"." || target == b".." {
+                        return Err(
+                            self.bad(&raw, "invalid whiteout name (whiteouts must name an entry)")
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            if target == b".wh..opq" {
+                return self.opaque(&fd, &parent);
+            }
+            if target.starts_with(b".wh.") {
+                // Other aufs metadata (.wh..wh.plnk, ...): docker ignores these.
+                return Ok(());
+            }
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(self.bad(&raw, "invalid whiteout name (whiteouts must name an entry)"));
+            }
+            match self.opts.whiteouts {
+                WhiteoutMode::Apply => {
+                    self.remove(&fd, target, false)?;
+                }
+                WhiteoutMode::Overlay => {
+                    self.remove(&fd, target, false)?;
+                    mknodat(&fd, target, SFlag::S_IFCHR, Mode::empty(), 0)
+                        .sys("create overlay whiteout", &show(&path))?;
+                }
+            }
+            return Ok(());
+        }
+
+        let fd = self.resolve(&parent, true)?;
+        match kind {
+            T::Directory => {
+                match mkdirat(&*fd, &name[..], Mode::from_bits_truncate(0o700)) {
+                    Err(Errno::EEXIST) => {
+                        // An existing directory is merged into; anything else is replaced.
+                        if !self.remove(&fd, &name, true)? {
+                            mkdirat(&*fd, &name[..], Mode::from_bits_truncate(0o700))
+                                .sys("create directory", &show(&path))?;
+                        }
+                    }
+                    r => r.sys("create directory", &show(&path))?,
+                }
+                let d = openat(
+                    &fd,
+                    &name[..],
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .sys("open directory", &show(&path))?;
+                self.set_meta_fd(&d, &meta, &path)?;
+                self.dirs.push((path.clone(), meta.mtime));
+            }
+            T::Regular | T::Continuous => {
+                let create = || {
+                    openat(
+                        &*fd,
+                        &name[..],
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                };
+                // Usually nothing is there: try first, replace only on EEXIST.
+                let f = match create() {
+                    Err(Errno::EEXIST) => {
+                        self.remove(&fd, &name, false)?;
+                        create()
+                    }
+                    r => r,
+                }
+                .sys("create file", &show(&path))?;
+                let mut file = File::from(f);
+                let size = entry.header().entry_size().unwrap_or(0);
+                let mut written = 0u64;
+                loop {
+                    let n = entry
+                        .read(&mut self.buf)
+                        .map_err(|e| read_err(self.opts, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&self.buf[..n]).ctx("write", show(&path))?;
+                    written += n as u64;
+                }
+                if written != size {
+                    return Err(Error::Format(format!(
+                        "{} is truncated: entry {} has {written} of {size} bytes",
+                        self.opts.what,
+                        show(&raw)
+                    )));
+                }
+                self.stats.bytes += written;
+                let owned: OwnedFd = file.into();
+                self.set_meta_fd(&owned, &meta, &path)?;
+                let t = TimeSpec::new(meta.mtime, 0);
+                futimens(&owned, &t, &t).sys("set times of", &show(&path))?;
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.bad(&raw, "symlink without a target"))?
+                    .into_owned();
+                self.remove(&fd, &name, false)?;
+                // The target is stored unchanged (absolute targets are legitimate in images);
+                // it is only ever followed through RESOLVE_IN_ROOT.
+                symlinkat(&target[..], &fd, &name[..]).sys("create symlink", &show(&path))?;
+                if self.opts.same_owner {
+                    fchownat(
+                        &fd,
+                        &name[..],
+                        Some(Uid::from_raw(meta.uid as u32)),
+                        Some(Gid::from_raw(meta.gid as u32)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .sys("chown", &show(&path))?;
+                }
+                let t = TimeSpec::new(meta.mtime, 0);
+                let _ = utimensat(&fd, &name[..], &t, &t, UtimensatFlags::NoFollowSymlink);
+                self.cache = None;
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.bad(&raw, "hardlink without a target"))?
+                    .into_owned();
+                let tpath = clean(&target);
+                if tpath.is_empty() {
+                    return Err(self.bad(&raw, "hardlink to the root directory"));
+                }
+                let (tparent, tname) = split(&tpath);
+                let tname = tname.to_vec();
+                let tfd = match self.resolve(&tparent, false) {
+                    Ok(f) => f,
+                    Err(_) => {
+                        return Err(self.bad(
+                            &raw,
+                            format!("hardlink target {:?} is not in this layer", show(&target)),
+                        ))
+                    }
+                };
+                let st = fstatat(&tfd, &tname[..], AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|_| {
+                    self.bad(
+                        &raw,
+                        format!("hardlink target {:?} is not in this layer", show(&target)),
+                    )
+                })?;
+                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    return Err(self.bad(&raw, "hardlink to a directory"));
+                }
+                let fd = self.resolve(&parent, true)?;
+                if tparent == parent && tname == name {
+                    return Ok(());
+                }
+                self.remove(&fd, &name, false)?;
+                // No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself.
+                linkat(&tfd, &tname[..], &fd, &name[..], AtFlags::empty())
+                    .sys("create hardlink", &show(&path))?;
+            }
+            T::Char | T::Block | T::Fifo => {
+                self.remove(&fd, &name, false)?;
+                let (k, dev) = match kind {
+                    T::Char => (SFlag::S_IFCHR, dev(entry)),
+                    T::Block => (SFlag::S_IFBLK, dev(entry)),
+                    _ => (SFlag::S_IFIFO, 0),
+                };
+                mknodat(&fd, &name[..], k, Mode::from_bits_truncate(0o600), dev)
+                    .sys("create device", &show(&path))?;
+                if self.opts.same_owner {
+                    fchownat(
+                        &fd,
+                        &name[..],
+                        Some(Uid::from_raw(meta.uid as u32)),
+                        Some(Gid::from_raw(meta.gid as u32)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .sys("chown", &show(&path))?;
+                }
+                fchmodat(
+                    &fd,
+                    &name[..],
+                    Mode::from_bits_truncate(meta.mode),
+                    FchmodatFlags::FollowSymlink,
+                )
+                .sys("chmod", &show(&path))?;
+                let t = TimeSpec::new(meta.mtime, 0);
+                let _ = utimensat(&fd, &name[..], &t, &t, UtimensatFlags::NoFollowSymlink);
+            }
+            other => {
+                return Err(self.bad(&raw, format!("unsupported tar entry type {:?}", other)));
+            }
+        }
+        if self.opts.whiteouts == WhiteoutMode::Apply {
+            self.created.insert(path);
+        }
+        Ok(())
+    }
+
+    fn set_meta_fd(&self, fd: &OwnedFd, meta: &Meta, path: &[u8]) -> Result<()> {
+        if self.opts.same_owner {
+            fchown(
+                fd,
+                Some(Uid::from_raw(meta.uid as u32)),
+                Some(Gid::from_raw(meta.gid as u32)),
+            )
+            .sys("chown", &show(path))?;
+        }
+        fchmod(fd, Mode::from_bits_truncate(meta.mode)).sys("chmod", &show(path))?;
+        if self.opts.xattrs && !meta.xattrs.is_empty() {
+            let f = File::from(fd.try_clone().ctx("dup fd for", show(path))?);
+            for (k, v) in &meta.xattrs {
+                use xattr::FileExt;
+                if let Err(e) = f.set_xattr(k, v) {
+                    // Filesystems without xattr support (or security.* without privilege) lose
+                    // the attribute, as with docker on such filesystems.
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::ENOTSUP) | Some(nix::libc::EPERM)
+                    ) {
+                        return Err(e).ctx("set xattr on", show(path));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, dirfd: &OwnedFd, parent: &[u8]) -> Result<()> {
+        match self.opts.whiteouts {
+            WhiteoutMode::Overlay => {
+                let f = File::from(dirfd.try_clone().ctx("dup fd for", show(parent))?);
+                use xattr::FileExt;
+                f.set_xattr("trusted.overlay.opaque", b"y").ctx(
+                    "mark directory opaque (needs root for trusted.* xattrs)",
+                    show(parent),
+                )?;
+            }
+            WhiteoutMode::Apply => {
+                let p = format!("/proc/self/fd/{}", dirfd.as_fd().as_raw_fd());
+                let rd = std::fs::read_dir(&p).ctx("read directory", show(parent))?;
+                for child in rd {
+                    let child = child.ctx("read directory", show(parent))?;
+                    use std::os::unix::ffi::OsStrExt;
+                    let n = child.file_name();
+                    let mut full = parent.to_vec();
+                    if !full.is_empty() {
+                        full.push(b'/');
+                    }
+                    full.extend_from_slice(n.as_bytes());
+                    if !self.created.contains(&full) {
+                        self.remove(dirfd, n.as_bytes(), false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dev<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    let h = entry.header();
+    makedev(
+        u64::from(h.device_major().ok().flatten().unwrap_or(0)),
+        u64::from(h.device_minor().ok().flatten().unwrap_or(0)),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,758 @@
+//! Image commands: load, save, import, images, tag, rmi, inspect, history, prune, system check.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use lade_cache::archive::{self, SaveImage};
+use lade_cache::{Digest, Image, Mtime, Reference, Store, TarOptions};
+use serde_json::{json, Map, Value};
+
+use super::timefmt::{human_size, now_rfc3339, since};
+use super::Global;
+
+fn open(g: &Global) -> Result<Store> {
+    let root = g.root();
+    Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from this tar archive instead of standard input
+    #[arg(short, long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Print only the image IDs
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn load(g: &Global, a: LoadArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let loaded = match &a.input {
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            archive::load(&store, f).with_context(|| format!("cannot load {}", p.display()))?
+        }
+        None => {
+            let stdin = io::stdin();
+            if stdin.is_terminal() {
+                bail!("requested load from stdin, but stdin is a terminal; use -i FILE or pipe an archive");
+            }
+            archive::load(&store, stdin).context("cannot load the archive from stdin")?
+        }
+    };
+    for img in loaded {
+        if a.quiet {
+            println!("{}", img.id);
+        } else if img.names.is_empty() {
+            println!("Loaded image ID: {}", img.id);
+        } else {
+            for n in &img.names {
+                println!("Loaded image: {}", n.familiar());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Write to this file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Images to save (names or IDs)
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// Resolves user arguments to images plus the names each was asked by.
+fn selected(store: &Store, args: &[String]) -> Result<Vec<SaveImage>> {
+    let mut out: Vec<SaveImage> = Vec::new();
+    for a in args {
+        let id = store.resolve(a)?;
+        let by_name = Reference::parse(a).ok().filter(|r| {
+            store
+                .refs()
+                .map(|i| i.refs.contains_key(&r.to_string()))
+                .unwrap_or(false)
+        });
+        match out.iter_mut().find(|s| s.image.id == id) {
+            Some(s) => s.names.extend(by_name),
+            None => out.push(SaveImage {
+                image: store.image_by_id(&id)?,
+                names: by_name.into_iter().collect(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+pub fn save(g: &Global, a: SaveArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let images = selected(&store, &a.images)?;
+    match &a.output {
+        Some(p) => {
+            // Write next to the destination, then rename: no half-written archive is left behind.
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".lade-save-")
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            archive::save(&store, &images, tmp.as_file_mut())?;
+            tmp.persist(p)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        None => {
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
+                bail!("cowardly refusing to write an archive to a terminal; use -o FILE or a pipe");
+            }
+            let mut lock = stdout.lock();
+            archive::save(&store, &images, &mut lock)?;
+            lock.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
+    /// WORKDIR, VOLUME, STOPSIGNAL); repeatable
+    #[arg(short, long, value_name = "INSTRUCTION")]
+    change: Vec<String>,
+    /// Commit message stored in the history
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Rootfs tarball (any compression), directory, or - for standard input
+    source: PathBuf,
+    /// Name for the image
+    name: Option<String>,
+}
+
+pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
+    let name = a.name.as_deref().map(Reference::parse).transpose()?;
+    let mut config: Map<String, Value> = Map::new();
+    for c in &a.change {
+        apply_change(&mut config, c).with_context(|| format!("invalid --change {c:?}"))?;
+    }
+    let store = open(g)?;
+    let src = &a.source;
+    let rec = if src.as_os_str() == "-" {
+        store.add_layer(io::stdin().lock(), None)?
+    } else if src.is_dir() {
+        store.add_layer_from_dir(
+            src,
+            &TarOptions {
+                mtime: Mtime::Keep,
+                ..Default::default()
+            },
+        )?
+    } else {
+        let f = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        store
+            .add_layer(f, None)
+            .with_context(|| format!("cannot import {}", src.display()))?
+    };
+    let created = now_rfc3339();
+    let mut history = json!({"created": created, "created_by": "lade import"});
+    history["comment"] = json!(a
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Imported from {}", src.display())));
+    let cfg = json!({
+        "architecture": archive::host_arch(),
+        "os": "linux",
+        "created": created,
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [rec.diff_id]},
+        "history": [history],
+    });
+    let bytes = serde_json::to_vec(&cfg)?;
+    let img = store.put_config(&bytes)?;
+    match &name {
+        Some(n) => {
+            store.tag(n, &img.id)?;
+        }
+        None => store.keep_unnamed(&img.id)?,
+    }
+    println!("{}", img.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Splits `KEY VALUE` / JSON array forms of a Dockerfile instruction.
+fn json_or_shell(rest: &str) -> Value {
+    if let Ok(v) = serde_json::from_str::<Vec<String>>(rest) {
+        return json!(v);
+    }
+    json!(["/bin/sh", "-c", rest])
+}
+
+fn key_values(rest: &str) -> Result<Vec<(String, String)>> {
+    let rest = rest.trim();
+    if !rest.contains('=') {
+        let (k, v) = rest
+            .split_once(char::is_whitespace)
+            .context("expected KEY VALUE or KEY=VALUE")?;
+        return Ok(vec![(k.to_string(), v.trim().to_string())]);
+    }
+    let mut out = Vec::new();
+    for word in shell_words(rest) {
+        let (k, v) = word.split_once('=').context("expected KEY=VALUE")?;
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (None, '"') | (None, '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (_, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
+    let change = change.trim();
+    let (ins, rest) = change
+        .split_once(char::is_whitespace)
+        .unwrap_or((change, ""));
+    let rest = rest.trim();
+    match ins.to_ascii_uppercase().as_str() {
+        "CMD" => {
+            cfg.insert("Cmd".into(), json_or_shell(rest));
+        }
+        "ENTRYPOINT" => {
+            cfg.insert("Entrypoint".into(), json_or_shell(rest));
+        }
+        "ENV" => {
+            let env = cfg.entry("Env").or_insert_with(|| json!([]));
+            for (k, v) in key_values(rest)? {
+                if let Some(arr) = env.as_array_mut() {
+                    arr.retain(|e| e.as_str().and_then(|s| s.split_once('=')).is_none_or(|(ek, _)| ek != k));
+                    arr.push(json!(format!("{k}={v}")));
+                }
+            }
+        }
+        "LABEL" => {
+            let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
+            for (k, v) in key_values(rest)? {
+                labels[k] = json!(v);
+            }
+        }
+        "EXPOSE" => {
+            let ports = cfg.entry("ExposedPorts").or_insert_with(|| json!({}));
+            for p in rest.split_whitespace() {
+                let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
+                ports[p] = json!({});
+            }
+        }
+        "VOLUME" => {
+            let vols = cfg.entry("Volumes").or_insert_with(|| json!({}));
+            let list: Vec<String> = serde_json::from_str(rest)
+                .unwrap_or_else(|_| rest.split_whitespace().map(String::from).collect());
+            for v in list {
+                vols[v] = json!({});
+            }
+        }
+        "USER" => {
+            cfg.insert("User".into(), json!(rest));
+        }
+        "WORKDIR" => {
+            cfg.insert("WorkingDir".into(), json!(rest));
+        }
+        "STOPSIGNAL" => {
+            cfg.insert("StopSignal".into(), json!(rest));
+        }
+        other => bail!("{other} is not supported by --change (use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL)"),
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not truncate IDs
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table (default) or json (one JSON object per line, like docker)
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Only images of this repository (and tag)
+    reference: Option<String>,
+}
+
+pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let filter = a
+        .reference
+        .as_deref()
+        .map(Reference::parse_named)
+        .transpose()?;
+    let mut rows = Vec::new();
+    for s in store.images()? {
+        let id = if a.no_trunc {
+            s.id.to_string()
+        } else {
+            s.id.short().to_string()
+        };
+        let mut named: Vec<(String, String, String)> = s
+            .tags
+            .iter()
+            .map(|t| {
+                (
+                    t.familiar_name(),
+                    t.tag().unwrap_or("<none>").to_string(),
+                    "<none>".to_string(),
+                )
+            })
+            .collect();
+        for d in &s.digests {
+            if !named.iter().any(|n| n.0 == d.familiar_name()) {
+                named.push((
+                    d.familiar_name(),
+                    "<none>".into(),
+                    d.digest().map(|x| x.to_string()).unwrap_or_default(),
+                ));
+            }
+        }
+        if named.is_empty() {
+            named.push(("<none>".into(), "<none>".into(), "<none>".into()));
+        }
+        for (repo, tag, digest) in named {
+            if let Some(f) = &filter {
+                if repo != f.familiar_name() || f.tag().is_some_and(|t| t != tag) {
+                    continue;
+                }
+            }
+            rows.push((repo, tag, digest, id.clone(), s.created.clone(), s.size));
+        }
+    }
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            if seen.insert(r.3.clone()) {
+                println!("{}", r.3);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match a.format.as_str() {
+        "json" => {
+            for (repo, tag, digest, id, created, size) in rows {
+                let v = json!({
+                    "Repository": repo, "Tag": tag, "Digest": digest, "ID": id,
+                    "CreatedAt": created.clone().unwrap_or_default(),
+                    "CreatedSince": since(created.as_deref()),
+                    "Size": human_size(size), "SizeBytes": size,
+                });
+                println!("{v}");
+            }
+        }
+        "table" => {
+            let mut table = vec![[
+                "REPOSITORY".to_string(),
+                "TAG".into(),
+                "IMAGE ID".into(),
+                "CREATED".into(),
+                "SIZE".into(),
+            ]];
+            for (repo, tag, _digest, id, created, size) in rows {
+                table.push([repo, tag, id, since(created.as_deref()), human_size(size)]);
+            }
+            print_table(&table);
+        }
+        other => bail!("unknown --format {other:?}: use table or json"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut w = [0usize; N];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<width$}   ", width = w[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image (name or ID)
+    source: String,
+    /// New name
+    target: String,
+}
+
+pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let id = store.resolve(&a.source)?;
+    let target = Reference::parse(&a.target)?;
+    if target.digest().is_some() {
+        bail!(
+            "cannot tag with a digest reference {:?}; use NAME[:TAG]",
+            a.target
+        );
+    }
+    store.tag(&target, &id)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images (names or IDs); an ID removes every name of that image
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+pub fn rmi(g: &Global, a: RmiArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let mut failed = false;
+    for arg in &a.images {
+        let result = (|| -> Result<()> {
+            let id = store.resolve(arg)?;
+            let as_ref = Reference::parse(arg).ok().filter(|r| {
+                store
+                    .refs()
+                    .map(|i| i.refs.contains_key(&r.to_string()))
+                    .unwrap_or(false)
+            });
+            let removed = match as_ref {
+                Some(r) => {
+                    store.untag(&r)?;
+                    vec![r.to_string()]
+                }
+                None => store.remove_image(&id)?,
+            };
+            for n in removed {
+                if n != id.as_str() {
+                    let shown = Reference::parse(&n).map(|r| r.familiar()).unwrap_or(n);
+                    println!("Untagged: {shown}");
+                }
+            }
+            if !store.refs()?.refs.values().any(|v| *v == id) {
+                println!("Deleted: {id}");
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            eprintln!("error: {e:#}");
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+fn names_of(store: &Store, id: &Digest) -> Result<(Vec<String>, Vec<String>)> {
+    let mut tags = Vec::new();
+    let mut digests = Vec::new();
+    for (k, v) in store.refs()?.refs {
+        if v != *id || k == id.as_str() {
+            continue;
+        }
+        if let Ok(r) = Reference::parse(&k) {
+            match r.digest() {
+                Some(d) => digests.push(format!("{}@{d}", r.familiar_name())),
+                None => tags.push(r.familiar()),
+            }
+        }
+    }
+    Ok((tags, digests))
+}
+
+/// The `docker inspect` shape of an image.
+pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
+    let raw: Value = serde_json::from_slice(&img.config_bytes)?;
+    let (tags, digests) = names_of(store, &img.id)?;
+    let size = store.layers_size(&img.layers);
+    let field = |k: &str| raw.get(k).cloned().unwrap_or(Value::Null);
+    let str_field = |k: &str| {
+        raw.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let comment = raw
+        .get("history")
+        .and_then(|h| h.as_array())
+        .and_then(|h| h.last())
+        .and_then(|h| h.get("comment"))
+        .and_then(|c| c.as_str())
+        .unwrap_or("")
+        .to_string();
+    let mut v = json!({
+        "Id": img.id,
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": str_field("parent"),
+        "Comment": comment,
+        "Created": str_field("created"),
+        "DockerVersion": str_field("docker_version"),
+        "Author": str_field("author"),
+        "Config": field("config"),
+        "Architecture": str_field("architecture"),
+        "Os": str_field("os"),
+        "Size": size,
+        "VirtualSize": size,
+        "RootFS": {
+            "Type": "layers",
+            "Layers": img.layers,
+        },
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    });
+    if let Some(var) = raw.get("variant") {
+        v["Variant"] = var.clone();
+    }
+    Ok(v)
+}
+
+pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let mut out = Vec::new();
+    for i in &a.images {
+        let img = store.image(i)?;
+        out.push(inspect_value(&store, &img)?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Do not truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table (default) or json (one object per line)
+    #[arg(long, default_value = "table")]
+    format: String,
+    image: String,
+}
+
+pub fn history(g: &Global, a: HistoryArgs) -> Result<ExitCode> {
+    let store = open(g)?;
+    let img = store.image(&a.image)?;
+    let raw: Value = serde_json::from_slice(&img.config_bytes)?;
+    let hist = raw
+        .get("history")
+        .and_then(|h| h.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut layers = img.layers.iter();
+    let mut rows = Vec::new();
+    for h in &hist {
+        let empty = h
+            .get("empty_layer")
+            .and_then(|e| e.as_bool())
+            .unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            layers
+                .next()
+                .and_then(|d| store.layer(d).ok().flatten())
+                .map_or(0, |r| r.size)
+        };
+        let s = |k: &str| h.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        rows.push((s("created"), s("created_by"), size, s("comment")));
+    }
+    rows.reverse();
+    let top = if a.no_trunc {
+        img.id.to_string()
+    } else {
+        img.id.short().to_string()
+    };
+    match a.format.as_str() {
+        "json" => {
+            for (i, (created, by, size, comment)) in rows.iter().enumerate() {
+                let id = if i == 0 {
+                    top.clone()
+                } else {
+                    "<missing>".into()
+                };
+                println!(
+                    "{}",
+                    json!({"ID": id, "CreatedAt": created, "CreatedSince": since(Some(created)),
+                           "CreatedBy": by, "Size": human_size(*size), "SizeBytes": size, "Comment": comment})
+                );
+            }
+        }
+        "table" => {
+            let mut t = vec![[
+                "IMAGE".to_string(),
+                "CREATED".into(),
+                "CREATED BY".into(),
+                "SIZE".into(),
+                "COMMENT".into(),
+            ]];
+            for (i, (created, by, size, comment)) in rows.into_iter().enumerate() {
+                let id = if i == 0 {
+                    top.clone()
+                } else {
+                    "<missing>".into()
+                };
+                let by = if !a.no_trunc && by.chars().count() > 45 {
+                    format!("{}…", by.chars().take(44).collect::<String>())
+                } else {
+                    by
+                };
+                t.push([id, since(Some(&created)), by, human_size(size), comment]);
+            }
+            print_table(&t);
+        }
+        other => bail!("unknown --format {other:?}: use table or json"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only report what would be removed
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
+    let root = g.root();
+    let store = Store::open_exclusive(&root)
+        .with_context(|| format!("cannot lock the store at {} exclusively", root.display()))?;
+    let r = store.prune(&[], a.dry_run)?;
+    let verb = if a.dry_run { "Would remove" } else { "Removed" };
+    println!(
+        "{verb} {} blobs, {} layer records, {} snapshots, {} temp entries",
+        r.blobs, r.layers, r.snapshots, r.temp_entries
+    );
+    let what = if a.dry_run {
+        "Reclaimable space"
+    } else {
+        "Total reclaimed space"
+    };
+    println!("{what}: {}", human_size(r.bytes_freed));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Check the store for consistency (exit 1 on problems)
+    Check {
+        /// Also re-hash every blob
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Unpack an image's layer snapshots (if needed) and print its overlayfs lowerdir option
+    Unpack {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+}
+
+pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
+    match c {
+        SystemCommand::Check { verify } => {
+            let store = open(g)?;
+            let r = store.check(verify)?;
+            println!(
+                "images: {}, blobs: {}, layers: {}, snapshots: {}, unreferenced: {}, temp entries: {}",
+                r.images, r.blobs, r.layers, r.snapshots, r.unreferenced, r.temp_entries
+            );
+            if r.problems.is_empty() {
+                println!("store is consistent");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &r.problems {
+                    println!("problem: {p}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        SystemCommand::Unpack { images } => {
+            let store = open(g)?;
+            for i in &images {
+                let img = store.image(i)?;
+                let paths = store.ensure_snapshots(&img.layers)?;
+                println!("lowerdir={}", lade_cache::lowerdir_option(&paths));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes() {
+        let mut c = Map::new();
+        apply_change(&mut c, r#"CMD ["/bin/sh","-c","echo hi"]"#).unwrap();
+        apply_change(&mut c, "ENTRYPOINT /bin/run").unwrap();
+        apply_change(&mut c, "ENV A=1 B=\"two words\"").unwrap();
+        apply_change(&mut c, "ENV C 3").unwrap();
+        apply_change(&mut c, "EXPOSE 80 53/udp").unwrap();
+        apply_change(&mut c, "LABEL a=b").unwrap();
+        apply_change(&mut c, "WORKDIR /app").unwrap();
+        apply_change(&mut c, "USER 1000:1000").unwrap();
+        assert!(apply_change(&mut c, "RUN x").is_err());
+        let v = Value::Object(c);
+        assert_eq!(v["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
+        assert_eq!(v["Entrypoint"], json!(["/bin/sh", "-c", "/bin/run"]));
+        assert_eq!(v["Env"], json!(["A=1", "B=two words", "C=3"]));
+        assert_eq!(v["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+        assert_eq!(v["Labels"], json!({"a": "b"}));
+        assert_eq!(v["WorkingDir"], json!("/app"));
+        assert_eq!(v["User"], json!("1000:1000"));
+    }
+}
