@@ -170,11 +170,16 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// Debian's docker.io CLI. Not plain `docker` from `PATH`: a newer client in `/usr/local/bin`
+/// lacks the buildx plugin and refuses `DOCKER_BUILDKIT=1 docker build`, while the 20.10 client
+/// that matches the installed dockerd has BuildKit built in.
+pub const DOCKER: &str = "/usr/bin/docker";
+
 /// The docker CLI; panics (once per process, loudly) if dockerd is not usable.
 pub fn docker() -> Command {
     static OK: OnceLock<Result<(), String>> = OnceLock::new();
     let ok = OK.get_or_init(|| {
-        let out = Command::new("docker")
+        let out = Command::new(DOCKER)
             .args(["version", "--format", "{{.Server.Version}}"])
             .output()
             .map_err(|e| format!("cannot run docker: {e}"))?;
@@ -190,7 +195,7 @@ pub fn docker() -> Command {
              dockerd --iptables=false --bridge=none &, or run .ci/setup): {e}"
         );
     }
-    Command::new("docker")
+    Command::new(DOCKER)
 }
 
 /// A docker image created by a test; `docker rmi -f` on drop.
@@ -200,7 +205,7 @@ pub struct DockerImage {
 
 impl Drop for DockerImage {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
+        let _ = Command::new(DOCKER)
             .args(["rmi", "-f", &self.name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -234,8 +239,7 @@ pub fn docker_base_image(scratch: &Path) -> DockerImage {
 }
 
 /// Builds `dockerfile` (its `FROM` should name an image made by the test) with no network.
-/// Uses the legacy builder (`DOCKER_BUILDKIT=0`): this machine's docker 20.10 CLI has no buildx
-/// plugin, without which `DOCKER_BUILDKIT=1 docker build` refuses to run.
+/// Uses BuildKit (`DOCKER_BUILDKIT=1`), the reference Lade is compared against.
 pub fn docker_build(scratch: &Path, name: &str, dockerfile: &str) -> DockerImage {
     let ctx = scratch.join(unique("ctx"));
     std::fs::create_dir_all(&ctx).unwrap();
@@ -245,7 +249,7 @@ pub fn docker_build(scratch: &Path, name: &str, dockerfile: &str) -> DockerImage
     };
     run_ok(
         docker()
-            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER_BUILDKIT", "1")
             .args(["build", "-q", "--network=none", "-t", name])
             .arg(&ctx),
     );
