@@ -40,8 +40,6 @@ pub struct Ast {
     pub directives: Vec<Directive>,
     /// The escape token in force (`\` unless `# escape=`` ` ``).
     pub escape_token: char,
-    /// Non-fatal findings (empty continuation lines).
-    pub warnings: Vec<Diagnostic>,
 }
 
 impl Ast {
@@ -165,9 +163,19 @@ impl Node {
     }
 }
 
-/// Parses Dockerfile text into raw nodes; returns every problem found (empty when the text is
-/// acceptable to BuildKit's parser). Never panics, no IO.
-pub fn parse_ast(text: &str) -> (Ast, Vec<Diagnostic>) {
+/// Parses Dockerfile text into raw nodes only (BuildKit's `parser.Parse`), with every problem
+/// found: `errors` is empty exactly when BuildKit's parser accepts the text (see the crate
+/// docs for the documented differences). Never panics, no IO.
+pub fn parse_ast(text: &str) -> crate::Parsed<Ast> {
+    let (value, errors, warnings) = parse_ast_inner(text);
+    crate::Parsed {
+        value,
+        errors,
+        warnings,
+    }
+}
+
+pub(crate) fn parse_ast_inner(text: &str) -> (Ast, Vec<Diagnostic>, Vec<Diagnostic>) {
     let mut p = RawParser {
         text,
         lines: Lines { text, pos: 0 },
@@ -178,11 +186,12 @@ pub fn parse_ast(text: &str) -> (Ast, Vec<Diagnostic>) {
             ..Ast::default()
         },
         errors: Vec::new(),
+        warnings: Vec::new(),
         line_no: 0,
     };
     p.run();
     p.ast.escape_token = p.escape;
-    (p.ast, p.errors)
+    (p.ast, p.errors, p.warnings)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -365,6 +374,7 @@ struct RawParser<'a> {
     dirs: DirectiveState,
     ast: Ast,
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
     line_no: usize,
 }
 
@@ -469,7 +479,7 @@ impl<'a> RawParser<'a> {
                 last_end = cl.content_end;
             }
             if let Some(span) = empty_line {
-                self.ast.warnings.push(
+                self.warnings.push(
                     Diagnostic::new(span, "empty continuation line: expected the instruction to continue here")
                         .with_help("remove the empty line or the escape character before it; empty continuation lines will become errors in a future release"),
                 );
@@ -1073,9 +1083,9 @@ mod tests {
     use super::*;
 
     fn dump(text: &str) -> String {
-        let (ast, errs) = parse_ast(text);
-        assert!(errs.is_empty(), "{errs:?}");
-        ast.dump()
+        let p = parse_ast(text);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        p.value.dump()
     }
 
     #[test]
@@ -1116,9 +1126,9 @@ mod tests {
     #[test]
     fn spans_map_through_continuations() {
         let text = "FROM a\nRUN --mount=type=cache \\\n  echo hi\n";
-        let (ast, errs) = parse_ast(text);
-        assert!(errs.is_empty());
-        let run = &ast.nodes[1];
+        let p = parse_ast(text);
+        assert!(p.errors.is_empty());
+        let run = &p.value.nodes[1];
         assert_eq!(&text[run.flags[0].span.range()], "--mount=type=cache");
         assert_eq!(&text[run.args[0].span.range()], "echo hi");
         assert_eq!((run.start_line, run.end_line), (2, 3));
@@ -1131,9 +1141,9 @@ mod tests {
     #[test]
     fn heredocs() {
         let text = "FROM a\nRUN <<EOF cat - <<-'END'\necho $x\nEOF\n\tline\n\tEND\nCOPY <<A <<B /dst/\na\nA\nb\nB\n";
-        let (ast, errs) = parse_ast(text);
-        assert!(errs.is_empty(), "{errs:?}");
-        let run = &ast.nodes[1];
+        let p = parse_ast(text);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let (ast, run) = (&p.value, &p.value.nodes[1]);
         assert_eq!(run.heredocs.len(), 2);
         assert_eq!(run.heredocs[0].name, "EOF");
         assert!(run.heredocs[0].expand && !run.heredocs[0].chomp);
@@ -1154,7 +1164,7 @@ mod tests {
 
     #[test]
     fn unterminated_heredoc_is_reported() {
-        let (_, errs) = parse_ast("FROM a\nRUN <<EOF\necho\n");
+        let errs = parse_ast("FROM a\nRUN <<EOF\necho\n").errors;
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.starts_with("unterminated heredoc"));
     }
@@ -1169,9 +1179,9 @@ mod tests {
 
     #[test]
     fn errors_do_not_stop_parsing() {
-        let (ast, errs) = parse_ast("FROM a\nENV X\nCMD [1]\nLABEL a b=c\nRUN ok\n");
-        assert_eq!(errs.len(), 2, "{errs:?}");
-        assert_eq!(ast.nodes.len(), 3);
+        let p = parse_ast("FROM a\nENV X\nCMD [1]\nLABEL a b=c\nRUN ok\n");
+        assert_eq!(p.errors.len(), 2, "{:?}", p.errors);
+        assert_eq!(p.value.nodes.len(), 3);
     }
 
     #[test]
@@ -1185,7 +1195,6 @@ mod tests {
     #[test]
     fn deep_onbuild_is_bounded() {
         let text = "ONBUILD ".repeat(10_000) + "RUN x";
-        let (_, errs) = parse_ast(&text);
-        assert_eq!(errs.len(), 1);
+        assert_eq!(parse_ast(&text).errors.len(), 1);
     }
 }

@@ -26,6 +26,10 @@ use crate::gocompat::{is_digit, is_letter, is_space};
 /// Deepest `${...}` nesting accepted before expansion fails.
 pub const MAX_NESTING: usize = 128;
 
+/// Largest expansion result, in bytes, beyond the input's own length: nested `${x//p/r}` can
+/// otherwise grow polynomially with the nesting depth.
+pub const MAX_EXPANSION: usize = 1 << 20;
+
 /// Variables visible to an expansion.
 pub trait Env {
     /// The value of `name`, or `None` when it is not set (set-but-empty is `Some("")`).
@@ -253,6 +257,7 @@ struct ShellWord<'a, E: Env + ?Sized> {
     pos: usize,
     env: &'a E,
     raw_escapes: bool,
+    limit: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -275,6 +280,7 @@ impl<'a, E: Env + ?Sized> ShellWord<'a, E> {
             pos,
             env,
             raw_escapes: lex.raw_escapes,
+            limit: MAX_EXPANSION.saturating_add(word.len()),
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         }
@@ -294,6 +300,17 @@ impl<'a, E: Env + ?Sized> ShellWord<'a, E> {
             self.pos += 1;
         }
         c
+    }
+
+    /// Fails once a partial result grows past the expansion limit.
+    fn check_len(&self, len: usize) -> R<()> {
+        if len > self.limit {
+            return self.fail(format!(
+                "expansion longer than {} bytes: expected a smaller result",
+                self.limit
+            ));
+        }
+        Ok(())
     }
 
     fn fail<T>(&self, message: impl Into<String>) -> R<T> {
@@ -327,6 +344,7 @@ impl<'a, E: Env + ?Sized> ShellWord<'a, E> {
             match c {
                 '$' => {
                     let tmp = self.process_dollar(depth)?;
+                    self.check_len(result.len() + tmp.len())?;
                     result.push_str(&tmp);
                     words.add_string(&tmp);
                 }
@@ -412,6 +430,7 @@ impl<'a, E: Env + ?Sized> ShellWord<'a, E> {
                 }
                 Some('$') => {
                     let v = self.process_dollar(depth)?;
+                    self.check_len(result.len() + v.len())?;
                     result.push_str(&v);
                 }
                 Some(mut c) => {
@@ -590,17 +609,19 @@ impl<'a, E: Env + ?Sized> ShellWord<'a, E> {
                     if self.lex.skip_unset_env {
                         return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                     }
-                    return replace(&pattern, "", &replacement, replace_all).map_err(|message| {
-                        Fail {
+                    return replace(&pattern, "", &replacement, replace_all, self.limit).map_err(
+                        |message| Fail {
                             message,
                             at: self.pos,
-                        }
-                    });
+                        },
+                    );
                 };
-                replace(&pattern, &value, &replacement, replace_all).map_err(|message| Fail {
-                    message,
-                    at: self.pos,
-                })
+                replace(&pattern, &value, &replacement, replace_all, self.limit).map_err(
+                    |message| Fail {
+                        message,
+                        at: self.pos,
+                    },
+                )
             }
             _ => self.fail(format!("unsupported modifier ({chs}) in substitution")),
         }
@@ -715,7 +736,13 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, Strin
 
 /// `${x/p/r}` and `${x//p/r}`. Replace-all follows Go's `Regexp.ReplaceAllString`, whose
 /// template expands `$0`/`${0}` to the match, other `$name`s to nothing and `$$` to `$`.
-fn replace(pattern: &str, value: &str, replacement: &str, all: bool) -> Result<String, String> {
+fn replace(
+    pattern: &str,
+    value: &str,
+    replacement: &str,
+    all: bool,
+    limit: usize,
+) -> Result<String, String> {
     let re = pattern_to_regex(pattern, true, false)?;
     if !all {
         return Ok(match re.find(value) {
@@ -734,6 +761,11 @@ fn replace(pattern: &str, value: &str, replacement: &str, all: bool) -> Result<S
         out.push_str(&value[last..m.start()]);
         go_expand(&mut out, replacement, m.as_str());
         last = m.end();
+        if out.len() > limit {
+            return Err(format!(
+                "expansion longer than {limit} bytes: expected a smaller result"
+            ));
+        }
     }
     out.push_str(&value[last..]);
     Ok(out)
@@ -860,6 +892,15 @@ mod tests {
         assert!(err.message.contains("nested"), "{err}");
         let ok = "${a:-".repeat(20) + "x" + &"}".repeat(20);
         assert_eq!(Lexer::new('\\').process_word(&ok, &EmptyEnv).unwrap(), "x");
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let x = "a".repeat(100);
+        let env = [("x", x.as_str())];
+        let bomb = "${x//a/".repeat(5) + "zz" + &"}".repeat(5);
+        let err = Lexer::new('\\').process_word(&bomb, &env[..]).unwrap_err();
+        assert!(err.message.contains("expansion longer"), "{err}");
     }
 
     #[test]

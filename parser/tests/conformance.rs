@@ -2,6 +2,8 @@
 //! directory (`$LADE_CONFORMANCE_DIR`, else the nearest `shared/conformance` above the
 //! workspace). A missing directory fails the test loudly: it never passes silently.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -55,12 +57,16 @@ fn buildkit_testfiles_dump_identically() {
     for case in &all {
         let text = fs::read_to_string(case.join("Dockerfile")).unwrap();
         let expected = fs::read_to_string(case.join("result")).unwrap();
-        let (ast, errors) = lade_parser::parse_ast(&text);
-        if !errors.is_empty() {
-            failures.push(format!("{}: unexpected errors {errors:?}", case.display()));
+        let parsed = lade_parser::parse_ast(&text);
+        if !parsed.errors.is_empty() {
+            failures.push(format!(
+                "{}: unexpected errors {:?}",
+                case.display(),
+                parsed.errors
+            ));
             continue;
         }
-        let got = ast.dump();
+        let got = parsed.value.dump();
         if got != expected {
             failures.push(format!(
                 "{}:\n--- expected\n{expected}--- got\n{got}",
@@ -83,13 +89,13 @@ fn buildkit_negative_testfiles_are_rejected() {
     let mut accepted = Vec::new();
     for case in cases(&dir) {
         let text = fs::read_to_string(case.join("Dockerfile")).unwrap();
-        let parsed = TMP_parse(&text);
+        let parsed = lade_parser::parse(&text);
         if parsed.errors.is_empty() {
             accepted.push(case.display().to_string());
         }
         // the raw layer alone (BuildKit's parser.Parse) must reject them too
         assert!(
-            !lade_parser::parse_ast(&text).1.is_empty(),
+            !lade_parser::parse_ast(&text).errors.is_empty(),
             "{} accepted by the raw layer",
             case.display()
         );
@@ -194,13 +200,4 @@ fn buildkit_words_rows() {
         path.display()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-struct TmpP {
-    errors: Vec<lade_parser::Diagnostic>,
-}
-#[allow(non_snake_case)]
-fn TMP_parse(t: &str) -> TmpP {
-    TmpP {
-        errors: lade_parser::parse_ast(t).1,
-    }
 }
