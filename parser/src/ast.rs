@@ -403,7 +403,7 @@ impl<'a> RawParser<'a> {
             self.errors.push(
                 Diagnostic::new(
                     span,
-                    format!("only one {name} parser directive can be used: expected this line to be removed"),
+                    format!("only one {name} parser directive can be used: expected each directive at most once"),
                 ),
             );
             return;
@@ -417,7 +417,7 @@ impl<'a> RawParser<'a> {
                     let vstart = token_start + (value.as_ptr() as usize - token.as_ptr() as usize);
                     self.errors.push(Diagnostic::new(
                         Span::new(vstart, vstart + value.len()),
-                        format!("invalid escape token '{value}' does not match ` or \\: expected `# escape=\\` or `# escape=``"),
+                        format!("invalid escape token '{value}' does not match ` or \\: expected a backslash or a backtick"),
                     ));
                 }
             }

@@ -946,7 +946,7 @@ fn healthcheck(cx: &mut Ctx<'_>) -> Option<Healthcheck> {
     if rest.is_empty() {
         cx.err(
             typ.span,
-            "Missing command after HEALTHCHECK CMD: expected HEALTHCHECK CMD <command>",
+            "missing command after HEALTHCHECK CMD: expected HEALTHCHECK CMD <command>",
         );
         return None;
     }
@@ -1013,7 +1013,7 @@ fn onbuild(cx: &mut Ctx<'_>) -> Option<Onbuild> {
         "ONBUILD" => {
             cx.err(
                 child.keyword.span,
-                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed: expected another instruction",
+                "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed: expected another instruction",
             );
             return None;
         }

@@ -1,5 +1,7 @@
 //! Subcommands. One module per command; `run` dispatches.
 
+mod debug;
+
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -8,6 +10,9 @@ use clap::Subcommand;
 pub enum Command {
     /// Print version information
     Version,
+    /// Developer tools: inspect what lade makes of its inputs
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -16,5 +21,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("lade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Debug(cmd) => debug::run(cmd),
     }
 }
