@@ -1,6 +1,7 @@
-//! The JSON (exec) form of instructions, decoded exactly as Go's `encoding/json.Unmarshal` into
-//! `[]interface{}` does it for BuildKit: strict RFC 8259 syntax, a single top-level value,
-//! nesting depth at most 10000, invalid surrogate escapes become U+FFFD.
+//! The JSON (exec) form of instructions, decoded exactly as BuildKit does it with Go's
+//! `json.NewDecoder(...).Decode` into `[]interface{}`: strict RFC 8259 syntax for the first
+//! value, anything after that value ignored (`CMD ["a"] b` is `["a"]`), nesting depth at most
+//! 10000, invalid surrogate escapes become U+FFFD.
 //!
 //! Iterative (no recursion), linear time.
 
@@ -145,10 +146,8 @@ pub(crate) fn parse_string_array(text: &str) -> JsonArray {
             }
             State::AfterValue => {
                 let Some(&is_array) = stack.last() else {
-                    // top-level value complete: only whitespace may follow
-                    if pos != b.len() {
-                        return JsonArray::NotJson;
-                    }
+                    // top-level value complete: Go's Decoder stops here and never looks at
+                    // what follows
                     break;
                 };
                 match b.get(pos) {
@@ -324,7 +323,6 @@ mod tests {
             "[\"a\"",
             "[\"a]",
             "[\"a\",]",
-            "[\"a\"] x",
             "[\"a\tb\"]",
             "[01]",
             "[1.]",
@@ -339,6 +337,13 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn trailing_text_after_the_array_is_ignored() {
+        assert_eq!(strings("[\"a\"] b"), vec!["a"]);
+        assert_eq!(strings("[\"a\"]]"), vec!["a"]);
+        assert_eq!(strings("[\"a\"][1]"), vec!["a"]);
     }
 
     #[test]
