@@ -7,6 +7,8 @@ mod images;
 mod timefmt;
 
 use std::path::PathBuf;
+mod debug;
+
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -56,6 +58,9 @@ pub enum Command {
     /// Store maintenance
     #[command(subcommand)]
     System(images::SystemCommand),
+    /// Developer tools: inspect what lade makes of its inputs
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
 }
 
 pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
@@ -76,5 +81,6 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
         Command::History(a) => images::history(global, a),
         Command::Prune(a) => images::prune(global, a),
         Command::System(c) => images::system(global, c),
+        Command::Debug(cmd) => debug::run(cmd),
     }
 }
