@@ -7,6 +7,7 @@
 
 mod commands;
 mod diagnostics;
+mod progress;
 
 use std::process::ExitCode;
 
