@@ -1,0 +1,400 @@
+//! Container state directories, for `lade run` (without `--rm`), `lade ps -a`, `lade rm` and
+//! `lade commit`.
+//!
+//! Layout, one directory per container under the store's `containers/` dir:
+//!
+//! ```text
+//! <root>/<id>/state.json   ContainerState (written atomically: temp file + rename)
+//! <root>/<id>/lock         flock-ed by the lade process running the container
+//! <root>/<id>/upper/       the overlay upperdir: the container's changes (what commit takes)
+//! <root>/<id>/scratch/     the sandbox's scratch dir while it runs
+//! ```
+//!
+//! A container whose state says running but whose lock nobody holds lost its lade process
+//! (killed): [`ContainerStore::list`] reports it as exited with no code. Its sandbox died with
+//! it (the init kills the sandbox when its caller goes away), so it can be removed.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{ExitStatus, Sandbox};
+use crate::{sys, Error, Result};
+
+/// Life cycle of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Created,
+    Running {
+        pid: i32,
+        monitor_pid: i32,
+    },
+    /// `code` is `None` when lade died before it could record the exit.
+    Exited {
+        code: Option<i32>,
+        finished: u64,
+    },
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    pub name: Option<String>,
+    /// The image as the user named it (shown by `ps`).
+    pub image: String,
+    pub command: Vec<String>,
+    /// Unix seconds.
+    pub created: u64,
+    pub status: Status,
+    /// The rootfs lowerdirs the container ran on, topmost first.
+    pub lowerdirs: Vec<PathBuf>,
+    /// Anything else the caller wants back (image id, config for commit, ...).
+    pub meta: serde_json::Value,
+}
+
+/// The `containers/` directory.
+#[derive(Debug, Clone)]
+pub struct ContainerStore {
+    root: PathBuf,
+}
+
+/// One container directory.
+#[derive(Debug)]
+pub struct Container {
+    dir: PathBuf,
+    state: ContainerState,
+    lock: Option<File>,
+}
+
+/// What a new container is made of.
+#[derive(Debug, Clone, Default)]
+pub struct NewContainer {
+    pub name: Option<String>,
+    pub image: String,
+    pub command: Vec<String>,
+    pub lowerdirs: Vec<PathBuf>,
+    pub meta: serde_json::Value,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(Error::io("read /dev/urandom for a container id"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && n.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+impl ContainerStore {
+    /// Opens (creating) the directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a container directory with a fresh id (64 hex digits).
+    pub fn create(&self, new: NewContainer) -> Result<Container> {
+        if let Some(n) = &new.name {
+            if !valid_name(n) {
+                return Err(Error::Container(format!(
+                    "invalid container name `{n}`: use letters, digits, `_`, `.` and `-`"
+                )));
+            }
+            if self.list()?.iter().any(|c| c.name.as_deref() == Some(n)) {
+                return Err(Error::Container(format!(
+                    "the container name `{n}` is already in use; remove that container or pick \
+                     another name"
+                )));
+            }
+        }
+        let id = random_id()?;
+        let dir = self.root.join(&id);
+        std::fs::create_dir(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let c = Container {
+            dir,
+            state: ContainerState {
+                id,
+                name: new.name,
+                image: new.image,
+                command: new.command,
+                created: now(),
+                status: Status::Created,
+                lowerdirs: new.lowerdirs,
+                meta: new.meta,
+            },
+            lock: None,
+        };
+        c.save()?;
+        Ok(c)
+    }
+
+    /// Every container, oldest first, with the status corrected for dead lade processes.
+    pub fn list(&self) -> Result<Vec<ContainerState>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("read {}", self.root.display()))(e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(Error::io(format!("read {}", self.root.display())))?;
+            let dir = entry.path();
+            match load(&dir) {
+                Ok(Some(state)) => out.push(state),
+                // A directory without a state file is a create that did not finish.
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Finds a container by id, unique id prefix, or name.
+    pub fn get(&self, key: &str) -> Result<Container> {
+        let all = self.list()?;
+        let by_name: Vec<&ContainerState> = all
+            .iter()
+            .filter(|c| c.name.as_deref() == Some(key))
+            .collect();
+        let matches: Vec<&ContainerState> = if !by_name.is_empty() {
+            by_name
+        } else if !key.is_empty() {
+            all.iter().filter(|c| c.id.starts_with(key)).collect()
+        } else {
+            Vec::new()
+        };
+        match matches.as_slice() {
+            [one] => Ok(Container {
+                dir: self.root.join(&one.id),
+                state: (*one).clone(),
+                lock: None,
+            }),
+            [] => Err(Error::Container(format!(
+                "no such container: {key} (see `lade ps -a`)"
+            ))),
+            _ => Err(Error::Container(format!(
+                "`{key}` matches several containers; give more of the id"
+            ))),
+        }
+    }
+
+    /// Removes a container and its changes; refuses while it runs.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let c = self.get(key)?;
+        if matches!(c.state.status, Status::Running { .. }) {
+            return Err(Error::Container(format!(
+                "container {} is running; stop it first",
+                &c.state.id[..12]
+            )));
+        }
+        std::fs::remove_dir_all(&c.dir).map_err(Error::io(format!("remove {}", c.dir.display())))
+    }
+}
+
+fn load(dir: &Path) -> Result<Option<ContainerState>> {
+    let path = dir.join("state.json");
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()))(e)),
+    };
+    let mut state: ContainerState = serde_json::from_slice(&text).map_err(|e| {
+        Error::Container(format!(
+            "corrupt container state {}: {e}; remove that directory",
+            path.display()
+        ))
+    })?;
+    if matches!(state.status, Status::Running { .. }) && !held_by_someone(dir)? {
+        state.status = Status::Exited {
+            code: None,
+            finished: 0,
+        };
+    }
+    Ok(Some(state))
+}
+
+/// Whether a live lade process holds the container's lock.
+fn held_by_someone(dir: &Path) -> Result<bool> {
+    let path = dir.join("lock");
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("open {}", path.display()))(e)),
+    };
+    let got =
+        sys::flock_exclusive(&f, false).map_err(Error::sys(format!("lock {}", path.display())))?;
+    Ok(!got)
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    pub fn state(&self) -> &ContainerState {
+        &self.state
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The overlay upperdir to give the sandbox (and to commit from).
+    pub fn upperdir(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    /// The sandbox's scratch dir (same filesystem as the upperdir).
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.join("scratch")
+    }
+
+    /// Docker's default hostname: the first 12 hex digits of the id.
+    pub fn hostname(&self) -> &str {
+        &self.state.id[..12]
+    }
+
+    fn save(&self) -> Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        let body = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| Error::Container(format!("encode container state: {e}")))?;
+        std::fs::write(&tmp, body).map_err(Error::io(format!("write {}", tmp.display())))?;
+        std::fs::rename(&tmp, self.dir.join("state.json"))
+            .map_err(Error::io(format!("rename {}", tmp.display())))
+    }
+
+    /// Records that `sandbox` runs this container; holds the lock until [`Container::set_exited`]
+    /// or drop, so `ps` can tell a live container from one whose lade died.
+    pub fn set_running(&mut self, sandbox: &Sandbox) -> Result<()> {
+        let path = self.dir.join("lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(format!("open {}", path.display())))?;
+        if !sys::flock_exclusive(&f, false)
+            .map_err(Error::sys(format!("lock {}", path.display())))?
+        {
+            return Err(Error::Container(format!(
+                "container {} is already running",
+                self.hostname()
+            )));
+        }
+        self.lock = Some(f);
+        self.state.status = Status::Running {
+            pid: sandbox.pid(),
+            monitor_pid: sandbox.monitor_pid(),
+        };
+        self.save()
+    }
+
+    /// Records the exit and releases the lock.
+    pub fn set_exited(&mut self, status: ExitStatus) -> Result<()> {
+        self.state.status = Status::Exited {
+            code: Some(status.code()),
+            finished: now(),
+        };
+        let r = self.save();
+        self.lock = None;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn create_list_get_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(tmp.path().join("containers")).unwrap();
+        let a = store
+            .create(NewContainer {
+                name: Some("web".into()),
+                image: "busybox".into(),
+                command: vec!["sh".into()],
+                ..NewContainer::default()
+            })
+            .unwrap();
+        assert_eq!(a.id().len(), 64);
+        assert_eq!(a.hostname().len(), 12);
+        assert!(a.upperdir().starts_with(a.dir()));
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert_eq!(store.get("web").unwrap().id(), a.id());
+        assert_eq!(store.get(&a.id()[..6]).unwrap().id(), a.id());
+        assert!(store.get("nope").is_err());
+        assert!(store
+            .create(NewContainer {
+                name: Some("web".into()),
+                ..NewContainer::default()
+            })
+            .unwrap_err()
+            .to_string()
+            .contains("already in use"));
+        assert!(store
+            .create(NewContainer {
+                name: Some("../x".into()),
+                ..NewContainer::default()
+            })
+            .is_err());
+        store.remove("web").unwrap();
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn running_without_a_lock_holder_reads_as_exited() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(tmp.path()).unwrap();
+        let mut c = store.create(NewContainer::default()).unwrap();
+        // Simulate a lade that recorded "running" and died (lock released).
+        c.state.status = Status::Running {
+            pid: 1,
+            monitor_pid: 1,
+        };
+        c.save().unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(
+            listed[0].status,
+            Status::Exited {
+                code: None,
+                finished: 0
+            }
+        );
+        // With the lock held it is running, and cannot be removed.
+        let f = File::create(c.dir().join("lock")).unwrap();
+        assert!(sys::flock_exclusive(&f, false).unwrap());
+        let other = File::open(c.dir().join("lock")).unwrap();
+        assert!(!sys::flock_exclusive(&other, false).unwrap());
+        assert!(matches!(
+            store.list().unwrap()[0].status,
+            Status::Running { .. }
+        ));
+        assert!(store.remove(c.id()).is_err());
+        drop(f);
+        store.remove(c.id()).unwrap();
+    }
+}
