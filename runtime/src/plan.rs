@@ -165,7 +165,9 @@ pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
                 outside: host.egid,
                 count: 1,
             }],
-            deny_setgroups: host.euid != 0,
+            // Without CAP_SETGID in the parent namespace (we are inside the new one when
+            // writing the map) the kernel only takes a gid map after setgroups is denied.
+            deny_setgroups: true,
         }),
         UserNamespace::Mapped { uid_map, gid_map } => {
             if host.euid != 0 {
@@ -350,10 +352,13 @@ fn overlay_root(
     // Kernel defaults for redirect_dir/metacopy/index vary with its config; turn them off so
     // the upperdir is always the plain format the layer writer reads: full copies, whiteouts as
     // 0:0 character devices and opaque-dir xattrs, nothing else.
-    let mut extra = String::from(",index=off,redirect_dir=off,metacopy=off");
-    if in_userns {
-        extra.push_str(",userxattr");
-    }
+    // In a user namespace overlayfs stores its xattrs as user.overlay.* and refuses the
+    // redirect/metacopy options (they are off there anyway).
+    let extra = if in_userns {
+        ",index=off,userxattr"
+    } else {
+        ",index=off,redirect_dir=off,metacopy=off"
+    };
     let build = |base: Option<&Path>| -> String {
         let rel = |p: &Path| -> String {
             match base {
@@ -667,10 +672,7 @@ mod tests {
 
     #[test]
     fn rlimit_names() {
-        assert_eq!(
-            rlimit_resource("nofile").unwrap(),
-            libc::RLIMIT_NOFILE as u32
-        );
+        assert_eq!(rlimit_resource("nofile").unwrap(), 7);
         assert!(rlimit_resource("bogus").is_err());
     }
 }
