@@ -41,14 +41,25 @@ fn base() -> &'static Path {
             Path::new("/bin/busybox").exists() || Path::new("/usr/bin/busybox").exists(),
             "busybox-static is needed for the test rootfs: apt-get install busybox-static"
         );
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("runtime-base-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let st = Command::new(workspace_root().join("testdata/mkrootfs.sh"))
-            .arg(&dir)
-            .status()
-            .unwrap();
+        // mkrootfs.sh is deterministic: one base per version of the script, shared by test
+        // runs, made under a temporary name and renamed into place.
+        let script = workspace_root().join("testdata/mkrootfs.sh");
+        let text = std::fs::read(&script).unwrap();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&text, &mut h);
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmp.join(format!("runtime-base-{:016x}", std::hash::Hasher::finish(&h)));
+        if dir.join("bin/busybox").exists() {
+            return dir;
+        }
+        let building = tmp.join(format!("runtime-base-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&building);
+        let st = Command::new(&script).arg(&building).status().unwrap();
         assert!(st.success(), "testdata/mkrootfs.sh failed");
+        if std::fs::rename(&building, &dir).is_err() {
+            // Another test binary made it first.
+            std::fs::remove_dir_all(&building).unwrap();
+        }
         dir
     })
 }
