@@ -252,9 +252,10 @@ fn apply_step<S: Syscall>(sys: &S, step: &Step, stubs: &mut Vec<String>) -> Resu
                         None,
                     )
                     .map_err(mount_err(target, format!("mask {target}")))?,
+                // The sandbox's own /dev/null, as docker does.
                 Some(_) => sys
                     .mount_in_root(
-                        Source::Host(Path::new("/dev/null")),
+                        Source::InRoot("/dev/null"),
                         target,
                         None,
                         MsFlags::MS_BIND,
@@ -568,7 +569,7 @@ mod tests {
         let calls = sys.calls();
         assert!(calls
             .iter()
-            .any(|c| c.starts_with("mount_in_root Host(\"/dev/null\") /proc/kcore")));
+            .any(|c| c.starts_with("mount_in_root InRoot(\"/dev/null\") /proc/kcore")));
         assert!(calls
             .iter()
             .any(|c| c.starts_with("mount_in_root Fs(\"tmpfs\") /proc/acpi")

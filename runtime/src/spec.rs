@@ -120,32 +120,34 @@ pub struct EtcFiles {
 }
 
 impl EtcFiles {
-    /// What docker gives a container: for `--network none` a localhost-only `/etc/hosts` plus
-    /// the hostname, and the host's resolv.conf; for `--network host` the host's own files.
-    pub fn docker_defaults(network: NetworkMode, hostname: &str) -> Self {
+    /// What docker gives a container: for `--network none` a localhost-only `/etc/hosts`, for
+    /// `--network host` the host's; the host's resolv.conf either way. (BuildKit also maps the
+    /// hostname to 127.0.0.1 for RUN: see [`EtcFiles::with_hostname_entry`].)
+    pub fn docker_defaults(network: NetworkMode) -> Self {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         match network {
             NetworkMode::Host => Self {
-                hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| default_hosts("")),
+                hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| default_hosts()),
                 resolv_conf: host_resolv,
             },
             NetworkMode::None => Self {
-                hosts: default_hosts(hostname),
+                hosts: default_hosts(),
                 resolv_conf: host_resolv,
             },
         }
     }
+
+    /// Adds `127.0.0.1 HOSTNAME` to `/etc/hosts`, as BuildKit does for RUN steps.
+    pub fn with_hostname_entry(mut self, hostname: &str) -> Self {
+        self.hosts.push_str(&format!("127.0.0.1\t{hostname}\n"));
+        self
+    }
 }
 
-fn default_hosts(hostname: &str) -> String {
-    let mut s = String::from(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
-         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
-    );
-    if !hostname.is_empty() {
-        s.push_str(&format!("127.0.0.1\t{hostname}\n"));
-    }
-    s
+fn default_hosts() -> String {
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
+     ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        .to_string()
 }
 
 /// User namespace choice.
@@ -284,7 +286,7 @@ impl SandboxSpec {
                 env: docker_env(&[], &hostname, false),
                 ..ProcessSpec::default()
             },
-            etc: EtcFiles::docker_defaults(NetworkMode::None, &hostname),
+            etc: EtcFiles::docker_defaults(NetworkMode::None),
             hostname,
             network: NetworkMode::None,
             mounts: Vec::new(),

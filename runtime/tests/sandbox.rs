@@ -48,7 +48,10 @@ fn base() -> &'static Path {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&text, &mut h);
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = tmp.join(format!("runtime-base-{:016x}", std::hash::Hasher::finish(&h)));
+        let dir = tmp.join(format!(
+            "runtime-base-{:016x}",
+            std::hash::Hasher::finish(&h)
+        ));
         if dir.join("bin/busybox").exists() {
             return dir;
         }
@@ -314,7 +317,8 @@ fn hostname_is_isolated() {
         "hostname; cat /etc/hostname; hostname other 2>/dev/null; hostname; grep -c sbx /etc/hosts",
     );
     spec.hostname = "sbx".into();
-    spec.etc = lade_runtime::EtcFiles::docker_defaults(NetworkMode::None, "sbx");
+    spec.etc =
+        lade_runtime::EtcFiles::docker_defaults(NetworkMode::None).with_hostname_entry("sbx");
     let out = run(&spec);
     assert_eq!(out.stdout, "sbx\nsbx\nsbx\n1\n");
     assert_eq!(nix::unistd::gethostname().unwrap(), before);

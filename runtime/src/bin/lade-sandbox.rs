@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     };
     let mut spec = SandboxSpec::new(root, scratch, cmd);
     spec.process.env = docker_env(&env, &hostname, tty);
-    spec.etc = EtcFiles::docker_defaults(network, &hostname);
+    spec.etc = EtcFiles::docker_defaults(network);
     spec.hostname = hostname;
     spec.network = network;
     spec.mounts = mounts;
