@@ -2,7 +2,7 @@
 //! list of mounts, device nodes and links to make inside the new root. Pure data, no system
 //! calls, so every decision here is unit-tested without root.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -26,28 +26,22 @@ pub struct UserNs {
     pub deny_setgroups: bool,
 }
 
-/// How the root is mounted before `pivot_root`.
+/// How the root is mounted before `pivot_root`: always on [`Plan::root_mountpoint`], a
+/// directory of the private tmpfs the init mounts over the scratch dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootMount {
-    /// `mount -t overlay overlay -o OPTIONS MOUNTPOINT`, from `chdir` when the options use paths
-    /// relative to it (to fit the one-page mount data limit).
+    /// overlayfs. The directories are opened first and named to the kernel as
+    /// `/proc/self/fd/N`, so the options stay short whatever the paths (and the scratch dir
+    /// can be covered by the tmpfs afterwards).
     Overlay {
-        mountpoint: PathBuf,
-        options: String,
-        chdir: Option<PathBuf>,
+        lowerdirs: Vec<PathBuf>,
+        upperdir: PathBuf,
+        workdir: PathBuf,
+        /// Options after lowerdir/upperdir/workdir, starting with a comma.
+        extra: &'static str,
     },
-    /// `mount --rbind PATH PATH` (then read-only when asked).
+    /// `mount --rbind PATH` (then read-only when asked).
     Bind { path: PathBuf, readonly: bool },
-}
-
-impl RootMount {
-    /// The directory that becomes `/`.
-    pub fn path(&self) -> &Path {
-        match self {
-            RootMount::Overlay { mountpoint, .. } => mountpoint,
-            RootMount::Bind { path, .. } => path,
-        }
-    }
 }
 
 /// What a mount target must be.
@@ -107,20 +101,36 @@ pub struct Plan {
     pub userns: Option<UserNs>,
     /// Namespaces unshared after the user namespace.
     pub namespaces: CloneFlags,
+    /// The scratch dir; the init mounts a private tmpfs over it (only its own mount namespace
+    /// sees it) holding the root mount point and the generated `/etc` files, so a sandbox
+    /// writes nothing to disk but its overlay work dir.
+    pub scratch: PathBuf,
+    /// Files written into the scratch tmpfs (name, contents), bind-mounted by the steps.
+    pub scratch_files: Vec<(&'static str, String)>,
     pub root: RootMount,
     pub steps: Vec<Step>,
     pub hostname: String,
     pub loopback_up: bool,
 }
 
-/// Where the runtime keeps its files inside the scratch dir.
+/// Names inside the scratch tmpfs.
 pub(crate) mod scratch {
-    pub const WORK: &str = "work";
     pub const ROOT: &str = "root";
     pub const HOSTS: &str = "hosts";
     pub const RESOLV: &str = "resolv.conf";
     pub const HOSTNAME: &str = "hostname";
 }
+
+impl Plan {
+    /// Where the root is mounted before `pivot_root` (inside the scratch tmpfs).
+    pub fn root_mountpoint(&self) -> PathBuf {
+        self.scratch.join(scratch::ROOT)
+    }
+}
+
+/// Most lowerdirs one overlay mount takes here: every dir is named `/proc/self/fd/N` (at most
+/// 19 bytes with its separator) within the kernel's one-page mount data.
+pub const MAX_LAYERS: usize = 200;
 
 /// Docker's default masked paths.
 pub const MASKED_PATHS: &[&str] = &[
@@ -145,9 +155,6 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-
-/// Largest mount data the kernel takes (one page, with the NUL).
-const MOUNT_DATA_MAX: usize = 4095;
 
 /// Builds the plan.
 pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
@@ -201,7 +208,31 @@ pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
         Rootfs::Overlay {
             lowerdirs,
             upperdir,
-        } => overlay_root(spec, lowerdirs, upperdir, in_userns)?,
+        } => {
+            if lowerdirs.len() > MAX_LAYERS {
+                return Err(Error::InvalidSpec(format!(
+                    "{} lowerdirs are more than one overlay mount takes ({MAX_LAYERS}); \
+                     squash some layers",
+                    lowerdirs.len()
+                )));
+            }
+            RootMount::Overlay {
+                lowerdirs: lowerdirs.clone(),
+                upperdir: upperdir.clone(),
+                // overlayfs makes its `work/` inside; same filesystem as the upperdir.
+                workdir: spec.scratch.clone(),
+                // Kernel defaults for redirect_dir/metacopy/index vary with its config; turn
+                // them off so the upperdir is always the plain format the layer writer reads:
+                // full copies, whiteouts as 0:0 character devices and opaque-dir xattrs. In a
+                // user namespace overlayfs stores its xattrs as user.overlay.* and refuses the
+                // redirect/metacopy options (they are off there anyway).
+                extra: if in_userns {
+                    ",index=off,userxattr"
+                } else {
+                    ",index=off,redirect_dir=off,metacopy=off"
+                },
+            }
+        }
         Rootfs::Dir { path, readonly } => RootMount::Bind {
             path: path.clone(),
             readonly: *readonly,
@@ -334,100 +365,17 @@ pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
     Ok(Plan {
         userns,
         namespaces,
+        scratch: spec.scratch.clone(),
+        scratch_files: vec![
+            (scratch::HOSTNAME, format!("{}\n", spec.hostname)),
+            (scratch::HOSTS, spec.etc.hosts.clone()),
+            (scratch::RESOLV, spec.etc.resolv_conf.clone()),
+        ],
         root,
         steps,
         hostname: spec.hostname.clone(),
         loopback_up: spec.network == NetworkMode::None,
     })
-}
-
-fn overlay_root(
-    spec: &SandboxSpec,
-    lowerdirs: &[PathBuf],
-    upperdir: &Path,
-    in_userns: bool,
-) -> Result<RootMount> {
-    let work = spec.scratch.join(scratch::WORK);
-    let mountpoint = spec.scratch.join(scratch::ROOT);
-    // Kernel defaults for redirect_dir/metacopy/index vary with its config; turn them off so
-    // the upperdir is always the plain format the layer writer reads: full copies, whiteouts as
-    // 0:0 character devices and opaque-dir xattrs, nothing else.
-    // In a user namespace overlayfs stores its xattrs as user.overlay.* and refuses the
-    // redirect/metacopy options (they are off there anyway).
-    let extra = if in_userns {
-        ",index=off,userxattr"
-    } else {
-        ",index=off,redirect_dir=off,metacopy=off"
-    };
-    let build = |base: Option<&Path>| -> String {
-        let rel = |p: &Path| -> String {
-            match base {
-                Some(b) => p
-                    .strip_prefix(b)
-                    .map(|r| r.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| p.to_string_lossy().into_owned()),
-                None => p.to_string_lossy().into_owned(),
-            }
-        };
-        let lower: Vec<String> = lowerdirs.iter().map(|p| rel(p)).collect();
-        format!(
-            "lowerdir={},upperdir={},workdir={}{}",
-            lower.join(":"),
-            rel(upperdir),
-            rel(&work),
-            extra
-        )
-    };
-    let options = build(None);
-    if options.len() <= MOUNT_DATA_MAX {
-        return Ok(RootMount::Overlay {
-            mountpoint,
-            options,
-            chdir: None,
-        });
-    }
-    // Too long for one page: mount from the deepest common directory with relative paths
-    // (containerd does the same).
-    let all: Vec<&Path> = lowerdirs
-        .iter()
-        .map(PathBuf::as_path)
-        .chain([upperdir, work.as_path()])
-        .collect();
-    let base = common_dir(&all);
-    let options = build(Some(&base));
-    if options.len() > MOUNT_DATA_MAX {
-        return Err(Error::InvalidSpec(format!(
-            "{} lowerdirs do not fit in one overlay mount ({} bytes of options, the kernel takes \
-             {MOUNT_DATA_MAX}); use fewer layers or shorter snapshot paths",
-            lowerdirs.len(),
-            options.len()
-        )));
-    }
-    Ok(RootMount::Overlay {
-        mountpoint,
-        options,
-        chdir: Some(base),
-    })
-}
-
-fn common_dir(paths: &[&Path]) -> PathBuf {
-    let mut base: Vec<_> = match paths.first() {
-        Some(p) => p.components().collect(),
-        None => return PathBuf::from("/"),
-    };
-    for p in &paths[1..] {
-        let n = base
-            .iter()
-            .zip(p.components())
-            .take_while(|(a, b)| **a == *b)
-            .count();
-        base.truncate(n);
-    }
-    // The base must be a proper parent of every path.
-    if paths.iter().any(|p| p.components().count() == base.len()) {
-        base.pop();
-    }
-    base.iter().collect()
 }
 
 /// `RLIMIT_*` number of a docker `--ulimit` name.
@@ -462,6 +410,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::spec::BindMount;
+    use std::path::Path;
 
     fn spec() -> SandboxSpec {
         SandboxSpec::new(
@@ -501,54 +450,30 @@ mod tests {
     }
 
     #[test]
-    fn overlay_options_topmost_first() {
+    fn overlay_layers_topmost_first_and_a_layer_limit() {
         let p = plan(&spec(), ROOT).unwrap();
         assert_eq!(
             p.root,
             RootMount::Overlay {
-                mountpoint: "/store/ctr/x/scratch/root".into(),
-                options:
-                    "lowerdir=/store/snap/2:/store/snap/1,upperdir=/store/ctr/x/upper,\
-                          workdir=/store/ctr/x/scratch/work,index=off,redirect_dir=off,metacopy=off"
-                        .into(),
-                chdir: None,
+                lowerdirs: vec!["/store/snap/2".into(), "/store/snap/1".into()],
+                upperdir: "/store/ctr/x/upper".into(),
+                workdir: "/store/ctr/x/scratch".into(),
+                extra: ",index=off,redirect_dir=off,metacopy=off",
             }
         );
-    }
-
-    #[test]
-    fn long_overlay_options_use_relative_paths() {
+        assert_eq!(
+            p.root_mountpoint(),
+            PathBuf::from("/store/ctr/x/scratch/root")
+        );
         let mut s = spec();
-        let lowers: Vec<PathBuf> = (0..70)
-            .map(|i| PathBuf::from(format!("/var/lib/lade/snapshots/{i:0>40}")))
-            .collect();
         s.rootfs = Rootfs::Overlay {
-            lowerdirs: lowers,
-            upperdir: "/var/lib/lade/containers/c/upper".into(),
+            lowerdirs: (0..=MAX_LAYERS)
+                .map(|i| PathBuf::from(format!("/l/{i}")))
+                .collect(),
+            upperdir: "/u".into(),
         };
-        s.scratch = "/var/lib/lade/containers/c/scratch".into();
-        let p = plan(&s, ROOT).unwrap();
-        match p.root {
-            RootMount::Overlay { options, chdir, .. } => {
-                assert_eq!(chdir, Some(PathBuf::from("/var/lib/lade")));
-                assert!(options.starts_with("lowerdir=snapshots/0000"));
-                assert!(options.contains(",upperdir=containers/c/upper,"));
-                assert!(options.len() <= MOUNT_DATA_MAX);
-            }
-            other => panic!("{other:?}"),
-        }
         // Far too many layers: a clear error, not a kernel EINVAL.
-        let lowers: Vec<PathBuf> = (0..500)
-            .map(|i| PathBuf::from(format!("/var/lib/lade/snapshots/{i:0>40}")))
-            .collect();
-        s.rootfs = Rootfs::Overlay {
-            lowerdirs: lowers,
-            upperdir: "/var/lib/lade/containers/c/upper".into(),
-        };
-        assert!(plan(&s, ROOT)
-            .unwrap_err()
-            .to_string()
-            .contains("do not fit"));
+        assert!(plan(&s, ROOT).unwrap_err().to_string().contains("squash"));
     }
 
     #[test]
@@ -665,7 +590,7 @@ mod tests {
             bind_from_host: true
         }));
         match p.root {
-            RootMount::Overlay { options, .. } => assert!(options.ends_with(",userxattr")),
+            RootMount::Overlay { extra, .. } => assert!(extra.ends_with(",userxattr")),
             other => panic!("{other:?}"),
         }
     }

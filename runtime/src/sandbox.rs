@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::init::INIT_ARG;
-use crate::plan::{self, scratch, HostFacts};
+use crate::plan::{self, HostFacts};
 use crate::proto::{Channel, FromInit, ToInit};
 use crate::spec::{Rootfs, SandboxSpec};
 use crate::sys::{self, ChildFd};
@@ -245,25 +245,13 @@ fn prepare_host(spec: &SandboxSpec) -> Result<()> {
         })
     };
     mkdir(&spec.scratch)?;
-    let rest = (|| -> Result<()> {
-        let write = |name: &str, text: &str| -> Result<()> {
-            let p = spec.scratch.join(name);
-            std::fs::write(&p, text).map_err(Error::io(format!("write {}", p.display())))
-        };
-        write(scratch::HOSTNAME, &format!("{}\n", spec.hostname))?;
-        write(scratch::HOSTS, &spec.etc.hosts)?;
-        write(scratch::RESOLV, &spec.etc.resolv_conf)?;
-        mkdir(&spec.scratch.join(scratch::ROOT))?;
-        if let Rootfs::Overlay { upperdir, .. } = &spec.rootfs {
-            mkdir(&spec.scratch.join(scratch::WORK))?;
-            mkdir(upperdir)?;
+    if let Rootfs::Overlay { upperdir, .. } = &spec.rootfs {
+        if let Err(e) = mkdir(upperdir) {
+            let _ = std::fs::remove_dir(&spec.scratch);
+            return Err(e);
         }
-        Ok(())
-    })();
-    if rest.is_err() {
-        let _ = std::fs::remove_dir_all(&spec.scratch);
     }
-    rest
+    Ok(())
 }
 
 /// What a finished sandbox leaves.

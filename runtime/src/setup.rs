@@ -13,6 +13,9 @@ use crate::sys::{FileType, Source, Syscall};
 use crate::user::{self, ExecUser};
 use crate::{caps, plan, Error, Result};
 
+/// Largest mount data the kernel takes (one page, with the NUL).
+const MOUNT_DATA_MAX: usize = 4095;
+
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const ID_FILE_LIMIT: usize = 4 << 20;
 
@@ -28,32 +31,87 @@ pub fn prepare_root<S: Syscall>(sys: &S, plan: &Plan) -> Result<Vec<String>> {
         None,
     )
     .map_err(Error::sys("make the sandbox's mounts private"))?;
-    match &plan.root {
+    // Name the overlay's directories by fd first: the tmpfs is about to cover the scratch dir
+    // (the overlay work dir).
+    let held = match &plan.root {
         RootMount::Overlay {
-            mountpoint,
-            options,
-            chdir,
+            lowerdirs,
+            upperdir,
+            workdir,
+            ..
         } => {
-            if let Some(dir) = chdir {
-                sys.chdir(dir)
-                    .map_err(Error::sys(format!("chdir to {}", dir.display())))?;
+            let mut all = lowerdirs.clone();
+            all.push(upperdir.clone());
+            all.push(workdir.clone());
+            sys.hold_dirs(&all).map_err(|e| Error::Sys {
+                what: "open the overlay directories (lowerdirs, upperdir, scratch)".into(),
+                errno: e,
+            })?
+        }
+        RootMount::Bind { .. } => Vec::new(),
+    };
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &plan.scratch,
+        Some("tmpfs"),
+        // No flags: the generated /etc files are bind-mounted from here and docker's carry
+        // none either.
+        MsFlags::empty(),
+        Some("mode=755,size=1m"),
+    )
+    .map_err(Error::sys(format!(
+        "mount the scratch tmpfs on {}",
+        plan.scratch.display()
+    )))?;
+    for (name, text) in &plan.scratch_files {
+        let p = plan.scratch.join(name);
+        sys.write_host_file(&p, text.as_bytes())
+            .map_err(Error::sys(format!("write {}", p.display())))?;
+    }
+    let mountpoint = plan.root_mountpoint();
+    sys.mkdir_host(&mountpoint, 0o755)
+        .map_err(Error::sys(format!("create {}", mountpoint.display())))?;
+    match &plan.root {
+        RootMount::Overlay { extra, .. } => {
+            let n = held.len();
+            let options = format!(
+                "lowerdir={},upperdir={},workdir={}{extra}",
+                held[..n - 2].join(":"),
+                held[n - 2],
+                held[n - 1]
+            );
+            if options.len() > MOUNT_DATA_MAX {
+                return Err(Error::InvalidSpec(format!(
+                    "{} lowerdirs do not fit in one overlay mount; squash some layers",
+                    n - 2
+                )));
             }
             sys.mount(
                 Some(Path::new("overlay")),
-                mountpoint,
+                &mountpoint,
                 Some("overlay"),
                 MsFlags::empty(),
-                Some(options),
+                Some(&options),
             )
-            .map_err(Error::sys(format!(
-                "mount the overlay rootfs on {} ({options})",
-                mountpoint.display()
-            )))?;
+            .map_err(|e| Error::Sys {
+                what: match &plan.root {
+                    RootMount::Overlay {
+                        lowerdirs,
+                        upperdir,
+                        ..
+                    } => format!(
+                        "mount the overlay rootfs (lowerdirs {lowerdirs:?}, upperdir {})",
+                        upperdir.display()
+                    ),
+                    RootMount::Bind { .. } => String::new(),
+                },
+                errno: e,
+            })?;
         }
         RootMount::Bind { path, .. } => {
             sys.mount(
                 Some(path),
-                path,
+                &mountpoint,
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
@@ -61,23 +119,19 @@ pub fn prepare_root<S: Syscall>(sys: &S, plan: &Plan) -> Result<Vec<String>> {
             .map_err(Error::sys(format!("bind the rootfs {}", path.display())))?;
         }
     }
-    sys.set_root(plan.root.path()).map_err(Error::sys(format!(
+    sys.set_root(&mountpoint).map_err(Error::sys(format!(
         "open the rootfs {}",
-        plan.root.path().display()
+        mountpoint.display()
     )))?;
 
     let mut stubs = Vec::new();
     for step in &plan.steps {
         apply_step(sys, step, &mut stubs)?;
     }
-    if let RootMount::Bind {
-        path,
-        readonly: true,
-    } = &plan.root
-    {
+    if let RootMount::Bind { readonly: true, .. } = &plan.root {
         sys.mount(
             None,
-            path,
+            &mountpoint,
             None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None,
@@ -467,8 +521,19 @@ mod tests {
             calls[0].starts_with("mount None / None MsFlags(MS_REC | MS_PRIVATE)"),
             "{calls:?}"
         );
-        assert!(calls[1].starts_with("mount Some(\"overlay\") /store/c/scratch/root"));
-        assert_eq!(calls[2], "set_root /store/c/scratch/root");
+        // The overlay's dirs are held by fd before the scratch tmpfs covers the scratch dir.
+        assert_eq!(
+            calls[1],
+            "hold [\"/store/snap/1\", \"/store/c/upper\", \"/store/c/scratch\"]"
+        );
+        assert!(calls[2].starts_with("mount Some(\"tmpfs\") /store/c/scratch Some(\"tmpfs\")"));
+        assert_eq!(calls[3], "write /store/c/scratch/hostname \"lade\\n\"");
+        assert_eq!(calls[6], "mkdir_host /store/c/scratch/root 755");
+        assert!(calls[7].starts_with(
+            "mount Some(\"overlay\") /store/c/scratch/root Some(\"overlay\") MsFlags(0x0) \
+             Some(\"lowerdir=fd:/store/snap/1,upperdir=fd:/store/c/upper,workdir=fd:/store/c/scratch,"
+        ), "{}", calls[7]);
+        assert_eq!(calls[8], "set_root /store/c/scratch/root");
         assert_eq!(calls.last().unwrap(), "pivot_root");
         assert!(calls.contains(&"sethostname lade".to_string()));
         assert!(calls.contains(&"lo up".to_string()));

@@ -53,7 +53,11 @@ pub trait Syscall {
         flags: MsFlags,
         data: Option<&str>,
     ) -> SysResult<()>;
-    fn chdir(&self, path: &Path) -> SysResult<()>;
+    /// Opens host directories and keeps them open (until exec); returns names for them that
+    /// stay valid when their paths are covered (`/proc/self/fd/N`).
+    fn hold_dirs(&self, paths: &[PathBuf]) -> SysResult<Vec<String>>;
+    fn mkdir_host(&self, path: &Path, mode: u32) -> SysResult<()>;
+    fn write_host_file(&self, path: &Path, contents: &[u8]) -> SysResult<()>;
     /// Sets the directory that later in-root operations resolve against.
     fn set_root(&self, root: &Path) -> SysResult<()>;
     /// Type of `path` in the root, not following a final symlink; `None` when missing.
@@ -99,6 +103,7 @@ pub trait Syscall {
 #[derive(Debug, Default)]
 pub struct Linux {
     root: RefCell<Option<(PathBuf, OwnedFd)>>,
+    held: RefCell<Vec<OwnedFd>>,
 }
 
 fn cstr(p: &[u8]) -> SysResult<CString> {
@@ -191,8 +196,39 @@ impl Syscall for Linux {
         nix::mount::mount(source, target, fstype, flags, data)
     }
 
-    fn chdir(&self, path: &Path) -> SysResult<()> {
-        nix::unistd::chdir(path)
+    fn hold_dirs(&self, paths: &[PathBuf]) -> SysResult<Vec<String>> {
+        let mut names = Vec::with_capacity(paths.len());
+        for p in paths {
+            let fd = nix::fcntl::open(
+                p.as_path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            names.push(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            self.held.borrow_mut().push(fd);
+        }
+        Ok(names)
+    }
+
+    fn mkdir_host(&self, path: &Path, mode: u32) -> SysResult<()> {
+        nix::unistd::mkdir(path, Mode::from_bits_truncate(mode))
+    }
+
+    fn write_host_file(&self, path: &Path, contents: &[u8]) -> SysResult<()> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )?;
+        let mut rest = contents;
+        while !rest.is_empty() {
+            match nix::unistd::write(&fd, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn set_root(&self, root: &Path) -> SysResult<()> {
@@ -749,8 +785,22 @@ pub(crate) mod recording {
                 data
             ))
         }
-        fn chdir(&self, path: &Path) -> SysResult<()> {
-            self.rec(format!("chdir {}", path.display()))
+        fn hold_dirs(&self, paths: &[PathBuf]) -> SysResult<Vec<String>> {
+            self.rec(format!("hold {paths:?}"))?;
+            Ok(paths
+                .iter()
+                .map(|p| format!("fd:{}", p.display()))
+                .collect())
+        }
+        fn mkdir_host(&self, path: &Path, mode: u32) -> SysResult<()> {
+            self.rec(format!("mkdir_host {} {mode:o}", path.display()))
+        }
+        fn write_host_file(&self, path: &Path, contents: &[u8]) -> SysResult<()> {
+            self.rec(format!(
+                "write {} {:?}",
+                path.display(),
+                String::from_utf8_lossy(contents)
+            ))
         }
         fn set_root(&self, root: &Path) -> SysResult<()> {
             self.rec(format!("set_root {}", root.display()))

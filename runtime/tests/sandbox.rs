@@ -736,14 +736,18 @@ fn volumes_rw_and_ro() {
     std::fs::create_dir(&ro).unwrap();
     std::fs::write(ro.join("in"), "from host").unwrap();
     let mut spec = f.spec(
-        "echo written > /vol/rw/out; cat /vol/ro/in; echo; touch /vol/ro/x 2>/dev/null || echo ro-refused",
+        "echo written > /vol/rw/out; cat /vol/ro/in; echo; touch /vol/ro/x 2>/dev/null || echo ro-refused; \
+         cut -d' ' -f5,6 /proc/self/mountinfo | grep ^/vol",
     );
     spec.mounts
         .push(BindMount::parse(&format!("{}:/vol/rw", rw.display())).unwrap());
     spec.mounts
         .push(BindMount::parse(&format!("{}:/vol/ro:ro", ro.display())).unwrap());
     let out = run(&spec);
-    assert_eq!(out.stdout, "from host\nro-refused\n");
+    assert_eq!(
+        out.stdout,
+        "from host\nro-refused\n/vol/rw rw,relatime\n/vol/ro ro,relatime\n"
+    );
     assert_eq!(
         std::fs::read_to_string(rw.join("out")).unwrap(),
         "written\n"
