@@ -209,7 +209,8 @@ impl ContainerStore {
                 &c.state.id[..12]
             )));
         }
-        std::fs::remove_dir_all(&c.dir).map_err(Error::io(format!("remove {}", c.dir.display())))
+        crate::sandbox::remove_tree(&c.dir)
+            .map_err(Error::io(format!("remove {}", c.dir.display())))
     }
 }
 

@@ -131,9 +131,9 @@ impl Runtime {
         };
         let undo = || {
             if let Some(u) = &upperdir {
-                let _ = std::fs::remove_dir_all(u);
+                let _ = remove_tree(u);
             }
-            let _ = std::fs::remove_dir_all(&spec.scratch);
+            let _ = remove_tree(&spec.scratch);
         };
         let (ours, theirs) = match socketpair(
             AddressFamily::Unix,
@@ -365,16 +365,16 @@ impl Sandbox {
         if let Some(root) = &self.writable_root {
             remove_stubs(root, &self.stubs);
         }
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        let _ = remove_tree(&self.scratch);
     }
 
     fn remove_everything(&mut self) {
         if let Some(upper) = &self.upperdir {
-            let _ = std::fs::remove_dir_all(upper);
+            let _ = remove_tree(upper);
         } else if let Some(root) = &self.writable_root {
             remove_stubs(root, &self.stubs);
         }
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        let _ = remove_tree(&self.scratch);
     }
 }
 
@@ -424,5 +424,37 @@ pub(crate) fn remove_stubs(root: &Path, stubs: &[String]) {
             continue;
         };
         sys::remove_empty(&dir, name);
+    }
+}
+
+/// Removes a directory tree (a scratch dir, an upperdir, a container dir), first making
+/// readable the directories the caller owns but cannot list: overlayfs leaves its `work/` at
+/// mode 000, which stops an unprivileged caller. Symlinks are never followed. Missing is fine.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
+
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    }
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            open_up(&e.path());
+        }
     }
 }

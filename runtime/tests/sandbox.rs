@@ -919,3 +919,47 @@ fn raw_fd_numbers_above_stdio_are_fine_as_stdio() {
     assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
     let _ = std::io::stdout().as_raw_fd();
 }
+
+#[test]
+fn unprivileged_caller_gets_a_user_namespace() {
+    let f = Fixture::new();
+    let state = f.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    // Let nobody reach its state dir.
+    let mut p = state.parent();
+    while let Some(dir) = p {
+        if dir.starts_with(env!("CARGO_TARGET_TMPDIR")) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711)).unwrap();
+        }
+        p = dir.parent();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_lade-sandbox"))
+        .args(["run", "--lower"])
+        .arg(base())
+        .arg("--state")
+        .arg(&state)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "id -u; tr -s ' ' < /proc/self/uid_map; touch /x && echo wrote",
+        ])
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0\n 0 65534 1\nwrote\n"
+    );
+    // Scratch and upper (mode-000 overlay work dir included) are cleaned up by nobody.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+}

@@ -3,3 +3,4 @@
 
 mod architecture;
 mod common;
+mod sandbox_init;
