@@ -402,14 +402,37 @@ fn find_executable(arg0: &str, env: &[String]) -> Result<CString> {
 }
 
 /// Restores default signal dispositions and an empty mask (the Rust runtime ignores SIGPIPE,
-/// the monitor blocked everything).
+/// glibc's posix_spawn leaves its internal signals 32 and 33 ignored, the monitor blocked
+/// everything). Raw `rt_sigaction`: glibc's wrappers refuse 32 and 33.
 fn reset_signals() {
-    for sig in 1..=libc::SIGRTMAX() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0, // SIG_DFL
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: resetting a disposition to SIG_DFL is always valid.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        // SAFETY: rt_sigaction reads a kernel sigaction of the size we pass; SIG_DFL needs no
+        // restorer.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }

@@ -963,3 +963,81 @@ fn unprivileged_caller_gets_a_user_namespace() {
     // Scratch and upper (mode-000 overlay work dir included) are cleaned up by nobody.
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }
+
+#[test]
+fn lowerdirs_in_snapshot_format_are_honoured() {
+    // A layer in containerd's overlay-snapshotter format on top of the base: a 0:0 character
+    // device deletes bin/ls, an opaque home/ replaces the base's.
+    let f = Fixture::new();
+    let layer = f.path().join("layer");
+    std::fs::create_dir_all(layer.join("bin")).unwrap();
+    std::fs::create_dir_all(layer.join("home")).unwrap();
+    nix::sys::stat::mknod(
+        &layer.join("bin/ls"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    std::fs::write(layer.join("home/only"), "x").unwrap();
+    let c = std::ffi::CString::new(layer.join("home").as_os_str().as_encoded_bytes()).unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: valid C strings and value buffer.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let out = run(&f.spec_on(
+        vec![layer, base().to_path_buf()],
+        "test -e /bin/ls || echo no-ls; ls /home; test -e /bin/cat && echo cat",
+    ));
+    assert_eq!(out.stdout, "no-ls\nonly\ncat\n");
+}
+
+#[test]
+fn user_lookup_never_loads_the_images_nss_modules() {
+    // An image that points NSS at a module of its own (here garbage: loading it would make the
+    // init fail or crash). Lade parses /etc/passwd itself and never dlopens anything.
+    let f = Fixture::new();
+    let layer = f.path().join("layer");
+    for dir in ["etc", "lib/x86_64-linux-gnu", "lib64"] {
+        std::fs::create_dir_all(layer.join(dir)).unwrap();
+    }
+    std::fs::write(
+        layer.join("etc/nsswitch.conf"),
+        "passwd: evil\ngroup: evil\n",
+    )
+    .unwrap();
+    for lib in [
+        "lib/x86_64-linux-gnu/libnss_evil.so.2",
+        "lib64/libnss_evil.so.2",
+    ] {
+        std::fs::write(layer.join(lib), "not an ELF object").unwrap();
+    }
+    let mut spec = f.spec_on(vec![layer, base().to_path_buf()], "id -u; id -G");
+    spec.process.user = "lade".into();
+    assert_eq!(run(&spec).stdout, "1000\n1000 10 29\n");
+}
+
+#[test]
+fn the_command_starts_with_default_signal_dispositions() {
+    // The Rust runtime ignores SIGPIPE and the init blocks everything: none of it may leak.
+    let f = Fixture::new();
+    let mut spec = f.spec("");
+    spec.process.args = vec![
+        "grep".into(),
+        "-E".into(),
+        "^Sig(Ign|Blk)".into(),
+        "/proc/self/status".into(),
+    ];
+    assert_eq!(
+        run(&spec).stdout,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
