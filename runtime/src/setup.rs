@@ -100,8 +100,16 @@ pub fn prepare_root<S: Syscall>(sys: &S, plan: &Plan) -> Result<Vec<String>> {
                         upperdir,
                         ..
                     } => format!(
-                        "mount the overlay rootfs (lowerdirs {lowerdirs:?}, upperdir {})",
-                        upperdir.display()
+                        "mount the overlay rootfs (lowerdirs {lowerdirs:?}, upperdir {}, work dir \
+                         {}){}",
+                        upperdir.display(),
+                        plan.scratch.display(),
+                        if matches!(e, Errno::EINVAL | Errno::EXDEV) {
+                            "; the scratch dir must be on the upperdir's filesystem, one that \
+                             overlayfs takes as an upper layer"
+                        } else {
+                            ""
+                        }
                     ),
                     RootMount::Bind { .. } => String::new(),
                 },
