@@ -200,6 +200,49 @@ impl ContainerStore {
         }
     }
 
+    /// Sends `signal` to a running container (for `lade stop`/`kill`/`rm -f` from another lade
+    /// process). Catchable signals go to the container's init, which forwards them to pid 1;
+    /// SIGKILL goes to pid 1 itself, through a pidfd checked to still be that sandbox's pid 1,
+    /// and takes the whole sandbox down. The lade process running the container then records
+    /// the exit. Errors when the container does not run.
+    pub fn signal(&self, key: &str, signal: i32) -> Result<()> {
+        let c = self.get(key)?;
+        let Status::Running { monitor_pid, pid } = c.state.status else {
+            return Err(Error::Container(format!(
+                "container {} is not running",
+                c.hostname()
+            )));
+        };
+        if signal == libc::SIGKILL {
+            let fd = match sys::pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::ESRCH) => return Ok(()),
+                Err(e) => return Err(Error::sys(format!("pidfd_open {pid}"))(e)),
+            };
+            // Checked after taking the pidfd, so the answer stays true for it.
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let is_pid1 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .is_some_and(|ids| ids.split_whitespace().last() == Some("1"));
+            if !is_pid1 {
+                return Ok(()); // already gone, pid reused
+            }
+            return match sys::pidfd_send_signal(&fd, libc::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(e) => Err(Error::sys(format!("kill container {}", c.hostname()))(e)),
+            };
+        }
+        // The lock is held, so the lade process that owns the init is alive and has not reaped
+        // it: the init's pid cannot have been reused.
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(Error::sys(format!("signal {signal}")))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor_pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::sys(format!("signal container {}", c.hostname()))(e)),
+        }
+    }
+
     /// Removes a container and its changes; refuses while it runs.
     pub fn remove(&self, key: &str) -> Result<()> {
         let c = self.get(key)?;

@@ -161,6 +161,9 @@ fn enter_userns(u: &UserNs) -> Result<()> {
 
 /// The monitor: waits for the exec, reports, forwards signals, reports the exit.
 fn monitor(ch: &mut Channel, child: Pid, exec_r: OwnedFd) -> Result<i32> {
+    // A pidfd on pid 1 for the caller, taken while pid 1 is our unreaped child: whatever
+    // happens to this monitor, the caller can still make sure pid 1 is gone.
+    let pidfd = sys::pidfd_open(child.as_raw()).map_err(Error::sys("pidfd_open pid 1"))?;
     let mut byte = [0u8; 1];
     let started = loop {
         match nix::unistd::read(&exec_r, &mut byte) {
@@ -176,9 +179,10 @@ fn monitor(ch: &mut Channel, child: Pid, exec_r: OwnedFd) -> Result<i32> {
             &FromInit::Started {
                 pid: child.as_raw(),
             },
-            None,
+            Some(pidfd.as_raw_fd()),
         );
     }
+    drop(pidfd);
     let sfd = SignalFd::with_flags(
         &SigSet::all(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,

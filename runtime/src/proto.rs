@@ -40,7 +40,8 @@ pub(crate) enum FromInit {
         kind: StartErrorKind,
         message: String,
     },
-    /// The command runs; `pid` is the sandbox's pid 1 as the host sees it.
+    /// The command runs; `pid` is the sandbox's pid 1 as the host sees it. A pidfd on it
+    /// travels with this frame.
     Started { pid: i32 },
     /// The sandbox's pid 1 is gone, and with it every process and mount of the sandbox.
     Exited(crate::ExitStatus),

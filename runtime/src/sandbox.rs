@@ -173,6 +173,7 @@ impl Runtime {
         let mut sandbox = Sandbox {
             monitor: Some(monitor),
             pid: 0,
+            pidfd: None,
             ch: Channel::new(ours),
             pty: None,
             stubs: Vec::new(),
@@ -191,6 +192,7 @@ impl Runtime {
                 Ok(Some(FromInit::Pty)) => sandbox.pty = sandbox.ch.take_fd(),
                 Ok(Some(FromInit::Started { pid })) => {
                     sandbox.pid = pid;
+                    sandbox.pidfd = sandbox.ch.take_fd();
                     return Ok(sandbox);
                 }
                 Ok(Some(FromInit::Failed { kind, message })) => {
@@ -269,6 +271,8 @@ pub struct Finished {
 pub struct Sandbox {
     monitor: Option<Pid>,
     pid: i32,
+    /// pidfd on pid 1 (from the init), to make sure it is gone even if the init is not.
+    pidfd: Option<OwnedFd>,
     ch: Channel,
     pty: Option<OwnedFd>,
     stubs: Vec<String>,
@@ -351,6 +355,15 @@ impl Sandbox {
             },
             None => None,
         };
+        // The init died without reporting (killed): pid 1 normally follows it (parent-death
+        // signal), but not after exec-ing a setuid binary. Kill it through the pidfd and wait:
+        // once pid 1 is gone, so is the rest of its pid namespace and its mounts.
+        if reported.is_none() {
+            if let Some(fd) = &self.pidfd {
+                let _ = sys::pidfd_send_signal(fd, libc::SIGKILL);
+                sys::pidfd_wait_exit(fd);
+            }
+        }
         if failed_start {
             self.remove_everything();
         } else {

@@ -713,6 +713,41 @@ pub(crate) fn remove_empty(dir: &OwnedFd, name: &str) {
     }
 }
 
+/// `pidfd_open(2)`: a handle on a process that no pid reuse can redirect.
+pub(crate) fn pidfd_open(pid: i32) -> SysResult<OwnedFd> {
+    // SAFETY: integer-only syscall returning a new fd that we own.
+    let fd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: fresh fd owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`.
+pub(crate) fn pidfd_send_signal(fd: &OwnedFd, signal: i32) -> SysResult<()> {
+    // SAFETY: valid pidfd, no siginfo.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Waits until the process behind `fd` has exited.
+pub(crate) fn pidfd_wait_exit(fd: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
 /// Path bytes as a C string.
 pub(crate) fn path_cstr(p: &Path) -> SysResult<CString> {
     cstr(p.as_os_str().as_bytes())

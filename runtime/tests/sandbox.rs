@@ -1041,3 +1041,95 @@ fn the_command_starts_with_default_signal_dispositions() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
 }
+
+#[test]
+fn container_state_dir_round_trip() {
+    use lade_runtime::containers::{ContainerStore, NewContainer, Status};
+    let f = Fixture::new();
+    let store = ContainerStore::open(f.path().join("containers")).unwrap();
+    let mut c = store
+        .create(NewContainer {
+            name: Some("web".into()),
+            image: "busybox".into(),
+            command: vec!["sleep".into(), "1000".into()],
+            lowerdirs: vec![base().to_path_buf()],
+            ..NewContainer::default()
+        })
+        .unwrap();
+    let mut spec = SandboxSpec::new(
+        Rootfs::Overlay {
+            lowerdirs: vec![base().to_path_buf()],
+            upperdir: c.upperdir(),
+        },
+        c.scratch(),
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo kept > /file; echo ready; exec sleep 1000".into(),
+        ],
+    );
+    spec.hostname = c.hostname().to_string();
+    let (sb, mut out) = spawn_with_stdout(&spec);
+    assert_eq!(read_line(&mut out), "ready");
+    c.set_running(&sb).unwrap();
+    assert!(matches!(
+        store.list().unwrap()[0].status,
+        Status::Running { .. }
+    ));
+    assert!(
+        store.remove("web").is_err(),
+        "a running container cannot be removed"
+    );
+    // Another lade process (`lade rm -f`, `lade kill`) signals it through the state dir.
+    store.signal("web", libc::SIGKILL).unwrap();
+    let done = sb.wait().unwrap();
+    // pid 1 itself was killed and the init reported it.
+    assert_eq!(done.status, ExitStatus::Signaled(9));
+    c.set_exited(done.status).unwrap();
+    let st = store.get("web").unwrap();
+    assert!(matches!(
+        st.state().status,
+        Status::Exited {
+            code: Some(137),
+            ..
+        }
+    ));
+    // What commit takes: the upperdir with the container's change.
+    assert_eq!(
+        std::fs::read_to_string(st.upperdir().join("file")).unwrap(),
+        "kept\n"
+    );
+    assert!(store.signal("web", libc::SIGTERM).is_err());
+    store.remove("web").unwrap();
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn killed_init_still_means_a_dead_sandbox_after_wait() {
+    let f = Fixture::new();
+    let (sb, mut out) = spawn_with_stdout(&f.spec("sleep 1000 & echo ready; exec sleep 1000"));
+    assert_eq!(read_line(&mut out), "ready");
+    let pid1 = pidfd_open(sb.pid());
+    // Someone SIGKILLs the init (OOM killer, a stray kill): wait still returns only once pid 1
+    // is gone, and the background sleep went with its pid namespace.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sb.monitor_pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(sb.wait().unwrap().status, ExitStatus::Signaled(9));
+    let mut fds = [nix::poll::PollFd::new(
+        pid1.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    assert_eq!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap(),
+        1
+    );
+    assert_eq!(
+        read_line(&mut out),
+        "",
+        "a sandbox process still holds stdout"
+    );
+    assert!(!f.path().join("scratch").exists());
+}
