@@ -117,13 +117,11 @@ impl Runtime {
         )?;
         check_rlimits(spec)?;
         prepare_host(spec)?;
+        // Where mount stubs land (a read-only dir rootfs is made read-only only after the
+        // mounts, so it can get stubs too).
         let writable_root = match &spec.rootfs {
             Rootfs::Overlay { upperdir, .. } => Some(upperdir.clone()),
-            Rootfs::Dir {
-                path,
-                readonly: false,
-            } => Some(path.clone()),
-            Rootfs::Dir { readonly: true, .. } => None,
+            Rootfs::Dir { path, .. } => Some(path.clone()),
         };
         let upperdir = match &spec.rootfs {
             Rootfs::Overlay { upperdir, .. } => Some(upperdir.clone()),

@@ -40,7 +40,8 @@ pub struct SandboxSpec {
 pub enum Rootfs {
     /// overlayfs. `lowerdirs` are immutable directories in containerd's overlay-snapshotter
     /// format (whiteouts as 0:0 character devices, opaque directories marked with the
-    /// `trusted.overlay.opaque` xattr), topmost first. `upperdir` is created by the runtime (it
+    /// `trusted.overlay.opaque` xattr), topmost first; at least one (an empty directory for
+    /// `FROM scratch`), at most [`crate::plan::MAX_LAYERS`]. `upperdir` is created by the runtime (it
     /// must not exist) and holds every change when the sandbox has finished: it is the result.
     Overlay {
         lowerdirs: Vec<PathBuf>,

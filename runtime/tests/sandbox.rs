@@ -841,7 +841,11 @@ fn plain_directory_rootfs_and_read_only() {
         readonly: true,
     };
     spec.process.args[2] = "touch /other 2>/dev/null || echo read-only".into();
+    spec.mounts
+        .push(BindMount::parse(&format!("{}:/mnt/vol:ro", f.path().display())).unwrap());
     assert_eq!(run(&spec).stdout, "read-only\n");
+    // The mount point it needed is gone again from the directory.
+    assert!(!dir.join("mnt").exists());
 }
 
 #[test]
