@@ -68,6 +68,8 @@ fn say(msg: &str) {
 fn monitor_main() -> i32 {
     // Only fds 0-2 and the socket are ours; anything else inherited is closed.
     sys::close_from(SOCK_FD + 1);
+    // Re-executed through /proc/self/exe the command name would be "exe".
+    let _ = nix::sys::prctl::set_name(c"lade-sandbox");
     match nix::sys::stat::fstat(
         // SAFETY: borrowing fd 3 only for the fstat; ownership is taken below once checked.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(SOCK_FD) },
@@ -499,6 +501,7 @@ fn mini_init(
             // Our copies of the socket and exec pipe would hide the command's exec from the
             // monitor; drop everything above stdio.
             sys::close_from(3);
+            let _ = nix::sys::prctl::set_name(c"lade-init");
             let code = reap_loop(child);
             // SAFETY: plain process exit.
             unsafe { libc::_exit(code) }
