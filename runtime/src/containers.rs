@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! <root>/<id>/state.json   ContainerState (written atomically: temp file + rename)
-//! <root>/<id>/lock         flock-ed by the lade process running the container
+//! <root>/<id>/lock         write-locked (OFD lock) by the lade process running the container
 //! <root>/<id>/upper/       the overlay upperdir: the container's changes (what commit takes)
 //! <root>/<id>/scratch/     the sandbox's scratch dir while it runs
 //! ```
@@ -121,14 +121,11 @@ impl ContainerStore {
                     "invalid container name `{n}`: use letters, digits, `_`, `.` and `-`"
                 )));
             }
-            if self.list()?.iter().any(|c| c.name.as_deref() == Some(n)) {
-                return Err(Error::Container(format!(
-                    "the container name `{n}` is already in use; remove that container or pick \
-                     another name"
-                )));
-            }
         }
         let id = random_id()?;
+        if let Some(n) = &new.name {
+            self.reserve_name(n, &id)?;
+        }
         let dir = self.root.join(&id);
         std::fs::create_dir(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let c = Container {
@@ -149,6 +146,35 @@ impl ContainerStore {
         Ok(c)
     }
 
+    /// Claims `name` for `id` atomically: `.names/NAME` is a symlink to the id, and creating a
+    /// symlink fails when one exists, so two `lade run --name x` at once cannot both win. A
+    /// claim whose container directory is gone (a create that died) is taken over.
+    fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
+        let names = self.root.join(".names");
+        std::fs::create_dir_all(&names)
+            .map_err(Error::io(format!("create {}", names.display())))?;
+        let link = names.join(name);
+        for _ in 0..2 {
+            match std::os::unix::fs::symlink(id, &link) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_link(&link).unwrap_or_default();
+                    if self.root.join(&holder).join("state.json").exists() {
+                        return Err(Error::Container(format!(
+                            "the container name `{name}` is already in use; remove that \
+                             container or pick another name"
+                        )));
+                    }
+                    let _ = std::fs::remove_file(&link);
+                }
+                Err(e) => return Err(Error::io(format!("create {}", link.display()))(e)),
+            }
+        }
+        Err(Error::Container(format!(
+            "the container name `{name}` is being claimed by another lade process"
+        )))
+    }
+
     /// Every container, oldest first, with the status corrected for dead lade processes.
     pub fn list(&self) -> Result<Vec<ContainerState>> {
         let mut out = Vec::new();
@@ -159,6 +185,9 @@ impl ContainerStore {
         };
         for entry in rd {
             let entry = entry.map_err(Error::io(format!("read {}", self.root.display())))?;
+            if entry.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
             let dir = entry.path();
             match load(&dir) {
                 Ok(Some(state)) => out.push(state),
@@ -253,7 +282,14 @@ impl ContainerStore {
             )));
         }
         crate::sandbox::remove_tree(&c.dir)
-            .map_err(Error::io(format!("remove {}", c.dir.display())))
+            .map_err(Error::io(format!("remove {}", c.dir.display())))?;
+        if let Some(n) = &c.state.name {
+            let link = self.root.join(".names").join(n);
+            if std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == c.state.id.as_str()) {
+                let _ = std::fs::remove_file(&link);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -287,9 +323,8 @@ fn held_by_someone(dir: &Path) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(format!("open {}", path.display()))(e)),
     };
-    let got =
-        sys::flock_exclusive(&f, false).map_err(Error::sys(format!("lock {}", path.display())))?;
-    Ok(!got)
+    // Asked without taking the lock, so a `ps` never disturbs a `run`.
+    sys::file_is_locked(&f).map_err(Error::sys(format!("test the lock {}", path.display())))
 }
 
 impl Container {
@@ -339,9 +374,7 @@ impl Container {
             .write(true)
             .open(&path)
             .map_err(Error::io(format!("open {}", path.display())))?;
-        if !sys::flock_exclusive(&f, false)
-            .map_err(Error::sys(format!("lock {}", path.display())))?
-        {
+        if !sys::lock_file(&f).map_err(Error::sys(format!("lock {}", path.display())))? {
             return Err(Error::Container(format!(
                 "container {} is already running",
                 self.hostname()
@@ -407,6 +440,20 @@ mod tests {
             .is_err());
         store.remove("web").unwrap();
         assert!(store.list().unwrap().is_empty());
+        // The name is free again, and a claim left by a create that died is taken over.
+        let again = store
+            .create(NewContainer {
+                name: Some("web".into()),
+                ..NewContainer::default()
+            })
+            .unwrap();
+        crate::sandbox::remove_tree(again.dir()).unwrap();
+        store
+            .create(NewContainer {
+                name: Some("web".into()),
+                ..NewContainer::default()
+            })
+            .unwrap();
     }
 
     #[test]
@@ -430,9 +477,16 @@ mod tests {
         );
         // With the lock held it is running, and cannot be removed.
         let f = File::create(c.dir().join("lock")).unwrap();
-        assert!(sys::flock_exclusive(&f, false).unwrap());
+        assert!(sys::lock_file(&f).unwrap());
         let other = File::open(c.dir().join("lock")).unwrap();
-        assert!(!sys::flock_exclusive(&other, false).unwrap());
+        assert!(sys::file_is_locked(&other).unwrap());
+        assert!(!sys::lock_file(
+            &std::fs::File::options()
+                .write(true)
+                .open(c.dir().join("lock"))
+                .unwrap()
+        )
+        .unwrap());
         assert!(matches!(
             store.list().unwrap()[0].status,
             Status::Running { .. }

@@ -662,19 +662,38 @@ pub(crate) fn spawn_init(
     }
 }
 
-/// Takes an exclusive `flock` on `file`, without waiting when `wait` is false. `Ok(false)`:
-/// somebody else holds it.
-pub(crate) fn flock_exclusive(file: &std::fs::File, wait: bool) -> SysResult<bool> {
-    let mut op = libc::LOCK_EX;
-    if !wait {
-        op |= libc::LOCK_NB;
+fn ofd(file: &std::fs::File, cmd: libc::c_int) -> SysResult<libc::flock> {
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0, // the whole file
+        l_pid: 0,
+    };
+    loop {
+        // SAFETY: fcntl reads and writes the flock struct we pass.
+        match Errno::result(unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) }) {
+            Ok(_) => return Ok(fl),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
     }
-    // SAFETY: flock on an open fd.
-    match Errno::result(unsafe { libc::flock(file.as_raw_fd(), op) }) {
+}
+
+/// Takes a write lock on the whole of `file` (an open-file-description lock: it lives as long
+/// as this open file, whatever else the process does). `Ok(false)`: someone else holds it.
+pub(crate) fn lock_file(file: &std::fs::File) -> SysResult<bool> {
+    match ofd(file, libc::F_OFD_SETLK) {
         Ok(_) => Ok(true),
-        Err(Errno::EWOULDBLOCK) => Ok(false),
+        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Whether someone else holds the write lock of [`lock_file`], asked without taking any lock
+/// (so asking never disturbs the holder or a concurrent locker).
+pub(crate) fn file_is_locked(file: &std::fs::File) -> SysResult<bool> {
+    Ok(ofd(file, libc::F_OFD_GETLK)?.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// `getrlimit(2)`.
