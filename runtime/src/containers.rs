@@ -8,6 +8,7 @@
 //! <root>/<id>/lock         write-locked (OFD lock) by the lade process running the container
 //! <root>/<id>/upper/       the overlay upperdir: the container's changes (what commit takes)
 //! <root>/<id>/scratch/     the sandbox's scratch dir while it runs
+//! <root>/.names/<name>      symlink to the id: the name's atomic claim
 //! ```
 //!
 //! A container whose state says running but whose lock nobody holds lost its lade process
