@@ -314,6 +314,11 @@ fn sandbox_setup(
     let path = find_executable(&spec.process.args[0], &env)?;
 
     if spec.process.init {
+        // The init stays alive next to the image's code: it must hold nothing of the host
+        // (the overlay dirs' fds, the root fd) and be non-dumpable, so no process of the
+        // sandbox can reach its fds through /proc/1/fd.
+        drop(sys);
+        nix::sys::prctl::set_dumpable(false).map_err(Error::sys("make the init non-dumpable"))?;
         return mini_init(ch, exec_w, &path, &argv, &envp, spec.process.tty);
     }
     exec(&path, &argv, &envp)

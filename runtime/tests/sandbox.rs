@@ -1137,3 +1137,21 @@ fn killed_init_still_means_a_dead_sandbox_after_wait() {
     );
     assert!(!f.path().join("scratch").exists());
 }
+
+#[test]
+fn init_holds_nothing_of_the_host() {
+    let f = Fixture::new();
+    let mut spec = f.spec("ls /proc/1/fd 2>&1; grep -c . /proc/1/environ 2>&1; true");
+    spec.process.init = true;
+    let out = run(&spec);
+    // Non-dumpable: its fds and memory are closed to the sandbox's processes, even as root.
+    assert!(out.stdout.contains("Permission denied"), "{}", out.stdout);
+    assert!(!out.stdout.contains("\n3\n"), "{}", out.stdout);
+}
+
+#[test]
+fn sandbox_handles_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<lade_runtime::Sandbox>();
+    send::<lade_runtime::Runtime>();
+}
