@@ -33,7 +33,9 @@ pub mod user;
 
 pub use error::{Error, Result, StartErrorKind};
 pub use init::{maybe_run_init, INIT_ARG};
-pub use sandbox::{remove_tree, ExitStatus, Finished, Runtime, Sandbox, Stdio, StdioSet};
+pub use sandbox::{
+    remove_tree, ExitStatus, Finished, Runtime, Sandbox, Signaller, Stdio, StdioSet,
+};
 pub use spec::{
     docker_env, BindMount, ConsoleSize, EtcFiles, NetworkMode, ProcessSpec, Rlimit, Rootfs,
     SandboxSpec, UserNamespace,

@@ -4,10 +4,11 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -172,6 +173,8 @@ impl Runtime {
             monitor: Some(monitor),
             pid: 0,
             pidfd: None,
+            // Our unreaped child: the pidfd is certainly its.
+            monitor_fd: sys::pidfd_open(monitor.as_raw()).ok().map(Arc::new),
             ch: Channel::new(ours),
             pty: None,
             stubs: Vec::new(),
@@ -190,7 +193,7 @@ impl Runtime {
                 Ok(Some(FromInit::Pty)) => sandbox.pty = sandbox.ch.take_fd(),
                 Ok(Some(FromInit::Started { pid })) => {
                     sandbox.pid = pid;
-                    sandbox.pidfd = sandbox.ch.take_fd();
+                    sandbox.pidfd = sandbox.ch.take_fd().map(Arc::new);
                     return Ok(sandbox);
                 }
                 Ok(Some(FromInit::Failed { kind, message })) => {
@@ -270,7 +273,9 @@ pub struct Sandbox {
     monitor: Option<Pid>,
     pid: i32,
     /// pidfd on pid 1 (from the init), to make sure it is gone even if the init is not.
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<Arc<OwnedFd>>,
+    /// pidfd on the init.
+    monitor_fd: Option<Arc<OwnedFd>>,
     ch: Channel,
     pty: Option<OwnedFd>,
     stubs: Vec<String>,
@@ -296,26 +301,27 @@ impl Sandbox {
         self.pty.take()
     }
 
-    /// Sends `signal` to the sandbox's pid 1 (through the monitor, so a recycled pid is never
-    /// hit). As with docker, a pid 1 without a handler ignores everything but SIGKILL;
-    /// `--init` forwards to the command.
+    /// Sends `signal` to the sandbox's pid 1 (catchable signals through the init, which
+    /// forwards them; SIGKILL straight to pid 1). As with docker, a pid 1 without a handler
+    /// ignores everything but SIGKILL; `--init` forwards to the command.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        let sig = Signal::try_from(signal).map_err(Error::sys(format!("signal {signal}")))?;
-        if sig == Signal::SIGKILL {
-            return self.kill();
-        }
-        match self.monitor {
-            Some(m) => kill(m, sig).map_err(Error::sys(format!("send signal {signal}"))),
-            None => Ok(()),
-        }
+        self.signaller().signal(signal)
     }
 
     /// Kills every process of the sandbox (SIGKILL to pid 1; the kernel takes the rest of its
     /// pid namespace).
     pub fn kill(&self) -> Result<()> {
-        // A closed socket means the monitor is gone already.
-        let _ = self.ch.send(&ToInit::Kill, None);
-        Ok(())
+        self.signal(libc::SIGKILL)
+    }
+
+    /// A handle that signals this sandbox from other threads (a signal-forwarding thread of
+    /// `lade run`) while this one waits. It works through pidfds, so once the sandbox is gone
+    /// it is a no-op, never a signal to a recycled pid.
+    pub fn signaller(&self) -> Signaller {
+        Signaller {
+            monitor: self.monitor_fd.clone(),
+            pid1: self.pidfd.clone(),
+        }
     }
 
     /// Waits until pid 1 has exited (every process of the sandbox is then gone and its mounts
@@ -386,6 +392,36 @@ impl Sandbox {
             remove_stubs(root, &self.stubs);
         }
         let _ = remove_tree(&self.scratch);
+    }
+}
+
+/// Signals a sandbox from any thread; see [`Sandbox::signaller`].
+#[derive(Debug, Clone)]
+pub struct Signaller {
+    monitor: Option<Arc<OwnedFd>>,
+    pid1: Option<Arc<OwnedFd>>,
+}
+
+impl Signaller {
+    /// Sends `signal` (see [`Sandbox::signal`]); a sandbox already gone is not an error.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        Signal::try_from(signal).map_err(Error::sys(format!("signal {signal}")))?;
+        // SIGKILL cannot be forwarded: it goes to pid 1 itself (or, lacking its pidfd, to the
+        // init, whose death takes pid 1 down).
+        let target = if signal == libc::SIGKILL {
+            self.pid1.as_ref().or(self.monitor.as_ref())
+        } else {
+            self.monitor.as_ref()
+        };
+        match target {
+            Some(fd) => match sys::pidfd_send_signal(fd, signal) {
+                Ok(()) | Err(Errno::ESRCH) => Ok(()),
+                Err(e) => Err(Error::sys(format!("send signal {signal} to the sandbox"))(
+                    e,
+                )),
+            },
+            None => Ok(()),
+        }
     }
 }
 

@@ -374,7 +374,7 @@ fn read_line(r: &mut impl std::io::BufRead) -> String {
 fn signals_are_forwarded_to_pid_1() {
     let f = Fixture::new();
     // A pid 1 with a handler gets the signal.
-    let spec = f.spec("trap 'echo got-term; exit 7' TERM; echo ready; while :; do read x; done");
+    let spec = f.spec("trap 'echo got-term; exit 7' TERM; echo ready; sleep 1000 & wait");
     let (sb, mut out) = spawn_with_stdout(&spec);
     assert_eq!(read_line(&mut out), "ready");
     sb.signal(libc::SIGTERM).unwrap();
@@ -1157,4 +1157,22 @@ fn sandbox_handles_can_move_between_threads() {
     fn send<T: Send>() {}
     send::<lade_runtime::Sandbox>();
     send::<lade_runtime::Runtime>();
+}
+
+#[test]
+fn signaller_works_from_another_thread_while_waiting() {
+    let f = Fixture::new();
+    let spec = f.spec("trap 'exit 9' INT; echo ready; sleep 1000 & wait");
+    let (sb, mut out) = spawn_with_stdout(&spec);
+    let signaller = sb.signaller();
+    let t = std::thread::spawn(move || {
+        assert_eq!(read_line(&mut out), "ready");
+        signaller.signal(libc::SIGINT).unwrap();
+        signaller
+    });
+    assert_eq!(sb.wait().unwrap().status, ExitStatus::Exited(9));
+    // After the sandbox is gone the handle is harmless.
+    let signaller = t.join().unwrap();
+    signaller.signal(libc::SIGKILL).unwrap();
+    signaller.signal(libc::SIGTERM).unwrap();
 }
