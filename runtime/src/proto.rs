@@ -70,13 +70,23 @@ impl Channel {
         }
     }
 
-    /// Sends one frame, with `fd` attached when given.
-    pub fn send<T: Serialize>(&self, msg: &T, fd: Option<RawFd>) -> Result<()> {
+    /// Encodes one frame.
+    pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
         let body =
             serde_json::to_vec(msg).map_err(|e| Error::Protocol(format!("encode message: {e}")))?;
         let mut frame = Vec::with_capacity(body.len() + 4);
         frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
         frame.extend_from_slice(&body);
+        Ok(frame)
+    }
+
+    /// Sends one frame, with `fd` attached when given.
+    pub fn send<T: Serialize>(&self, msg: &T, fd: Option<RawFd>) -> Result<()> {
+        self.send_frame(&Self::encode(msg)?, fd)
+    }
+
+    /// Sends an encoded frame, with `fd` attached when given.
+    pub fn send_frame(&self, frame: &[u8], fd: Option<RawFd>) -> Result<()> {
         let mut off = 0;
         let fds = fd.map(|f| [f]);
         while off < frame.len() {

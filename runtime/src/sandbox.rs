@@ -146,6 +146,23 @@ impl Runtime {
                 return Err(Error::sys("create the sandbox socket")(e));
             }
         };
+        let ch = Channel::new(ours);
+        // Queue the spec before the init exists (the socket buffer holds it when it is not
+        // huge), so the init finds it waiting instead of waiting for it.
+        let frame = match Channel::encode(&ToInit::Spec(Box::new(spec.clone()))) {
+            Ok(f) => f,
+            Err(e) => {
+                undo();
+                return Err(e);
+            }
+        };
+        let queued = frame.len() <= 64 << 10;
+        if queued {
+            if let Err(e) = ch.send_frame(&frame, None) {
+                undo();
+                return Err(e);
+            }
+        }
         let fd = |s: &Stdio| match s {
             Stdio::Inherit => ChildFd::Inherit,
             Stdio::Null => ChildFd::Null,
@@ -175,7 +192,7 @@ impl Runtime {
             pidfd: None,
             // Our unreaped child: the pidfd is certainly its.
             monitor_fd: sys::pidfd_open(monitor.as_raw()).ok().map(Arc::new),
-            ch: Channel::new(ours),
+            ch,
             pty: None,
             stubs: Vec::new(),
             writable_root,
@@ -183,9 +200,11 @@ impl Runtime {
             scratch: spec.scratch.clone(),
             done: false,
         };
-        if let Err(e) = sandbox.ch.send(&ToInit::Spec(Box::new(spec.clone())), None) {
-            let _ = sandbox.finish(true);
-            return Err(e);
+        if !queued {
+            if let Err(e) = sandbox.ch.send_frame(&frame, None) {
+                let _ = sandbox.finish(true);
+                return Err(e);
+            }
         }
         loop {
             match sandbox.ch.recv::<FromInit>() {

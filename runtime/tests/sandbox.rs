@@ -1176,3 +1176,14 @@ fn signaller_works_from_another_thread_while_waiting() {
     signaller.signal(libc::SIGKILL).unwrap();
     signaller.signal(libc::SIGTERM).unwrap();
 }
+
+#[test]
+fn large_specs_are_streamed_after_the_init_starts() {
+    // Above what is queued in the socket before the init exists.
+    let f = Fixture::new();
+    let mut spec = f.spec("echo ${#BIG}");
+    spec.process
+        .env
+        .push(format!("BIG={}", "x".repeat(100_000)));
+    assert_eq!(run(&spec).stdout, "100000\n");
+}
