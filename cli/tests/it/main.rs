@@ -5,4 +5,5 @@ mod architecture;
 mod common;
 mod login;
 mod parse;
+mod sandbox_init;
 mod store;
