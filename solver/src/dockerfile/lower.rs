@@ -1237,6 +1237,19 @@ impl<'a> Lowerer<'a> {
         c: CopyLike<'_>,
         onbuild: bool,
     ) -> Result<(), LowerError> {
+        let (excludes, parents) = match c {
+            CopyLike::Copy(c) => (!c.exclude.is_empty(), c.parents),
+            CopyLike::Add(a) => (!a.exclude.is_empty(), false),
+        };
+        if excludes || parents {
+            return Err(err_at(
+                cmd,
+                format!(
+                    "{} is not supported yet by lade: use .dockerignore or separate COPY instructions",
+                    if excludes { "--exclude" } else { "--parents" }
+                ),
+            ));
+        }
         let (sources, dest, chown, chmod, from, is_add, unpack, checksum) = match c {
             CopyLike::Copy(c) => (
                 &c.sources,
