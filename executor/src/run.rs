@@ -38,6 +38,19 @@ pub struct RunSpec {
     pub host_network: bool,
     /// Files mounted read-only at `/dev/pipes/NAME` (heredoc scripts with a shebang).
     pub files: Vec<(String, Vec<u8>)>,
+    /// Host directories bind-mounted into the sandbox (`RUN --mount`).
+    pub mounts: Vec<HostMount>,
+}
+
+/// A host directory bound into a RUN sandbox.
+#[derive(Debug, Clone)]
+pub struct HostMount {
+    pub source: PathBuf,
+    /// Absolute path in the image.
+    pub destination: String,
+    pub readonly: bool,
+    /// Scratch space of this step only (the caller removes it).
+    pub temp: bool,
 }
 
 /// Receives the command's output as it comes (`true` for stderr).
@@ -108,6 +121,13 @@ pub async fn run(
                 readonly: true,
             });
         }
+    }
+    for m in &spec.mounts {
+        mounts.push(BindMount {
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            readonly: m.readonly,
+        });
     }
     let network = if spec.host_network {
         NetworkMode::Host

@@ -993,3 +993,37 @@ fn lade_cache_sha256(b: &[u8]) -> String {
     let out = run_ok(Command::new("sha256sum").arg(&p));
     format!("sha256:{}", out.split_whitespace().next().unwrap())
 }
+
+#[test]
+fn run_mounts_cache_tmpfs_and_context_bind() {
+    let f = Fixture::new();
+    f.write("data/input.txt", "from the context\n");
+    f.dockerfile(
+        "FROM base:1\nRUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log > /seen.txt\nRUN --mount=type=tmpfs,target=/scratch echo x > /scratch/tmp && ls /scratch > /tmpfs.txt\nRUN --mount=type=bind,source=data,target=/src cat /src/input.txt > /bound.txt\n",
+    );
+    let out = f.export(&[]);
+    let read = |o: &Path, p: &str| std::fs::read_to_string(o.join(p)).unwrap();
+    assert_eq!(read(&out, "seen.txt"), "run\n");
+    assert_eq!(read(&out, "tmpfs.txt"), "tmp\n");
+    assert_eq!(read(&out, "bound.txt"), "from the context\n");
+    assert!(
+        !out.join("cache/log").exists(),
+        "cache content stays out of the image"
+    );
+    assert!(!out.join("scratch/tmp").exists());
+    // the cache mount persists across builds
+    let out = f.export(&["--no-cache"]);
+    assert_eq!(read(&out, "seen.txt"), "run\nrun\n");
+    // the bound context content is part of the key
+    let s = f.build(&[]);
+    assert!(executed(&s).is_empty(), "{s:?}");
+    f.write("data/input.txt", "changed\n");
+    let s = f.build(&[]);
+    assert_eq!(executed(&s).len(), 1, "{s:?}");
+    let err = {
+        f.dockerfile("FROM base:1\nRUN --mount=type=secret,id=x true\n");
+        f.build_fail(&[])
+    };
+    assert!(err.contains("type=secret is not supported"), "{err}");
+    f.check_store();
+}

@@ -16,7 +16,7 @@ use super::image::{
     ImageFile, RootFs, HISTORY_COMMENT,
 };
 use super::ops::{CopyVertexOp, SourceOp, SourceSpec};
-use super::run::{RunNetwork, RunVertexOp};
+use super::run::{RunMountSpec, RunNetwork, RunVertexOp};
 use super::{LowerError, StepValue};
 use crate::context::Context;
 use crate::digest::DigestBuilder;
@@ -244,6 +244,8 @@ struct Lowerer<'a> {
     explicit_platform: bool,
     /// FROM sources already made (image ID -> vertex).
     sources: HashMap<String, VertexId>,
+    /// A suffix for the next RUN's display name (BuildKit's heredoc summary).
+    pending_suffix: Option<String>,
 }
 
 /// Lowers `df` for `opts`. `context` is the build context (None for a Dockerfile from stdin);
@@ -285,6 +287,7 @@ pub fn lower(
         target_platform,
         explicit_platform,
         sources: HashMap::new(),
+        pending_suffix: None,
     };
     l.global_args()?;
     l.pass1()?;
@@ -1119,6 +1122,13 @@ impl<'a> Lowerer<'a> {
                             .is_some();
                     if single {
                         let h = &r.heredocs[0];
+                        let doc = h.content.trim();
+                        let mut lines = doc.lines();
+                        let mut sum = lines.next().unwrap_or("").to_string();
+                        if lines.next().is_some() {
+                            sum.push_str("...");
+                        }
+                        self.pending_suffix = Some(format!(" ({sum})"));
                         let data = h.text().into_owned();
                         if data.starts_with("#!") {
                             files.push((h.name.clone(), data.into_bytes()));
@@ -1160,11 +1170,22 @@ impl<'a> Lowerer<'a> {
             Some(NetworkMode::None) => RunNetwork::None,
             Some(NetworkMode::Host) => RunNetwork::Host,
         };
-        if !r.mounts.is_empty() {
-            return Err(err_at(
-                cmd,
-                "RUN --mount is not supported yet by lade: remove the flag or build with docker",
-            ));
+        let mut mounts = Vec::new();
+        for m in &r.mounts {
+            let rm = match &m.mount {
+                Some(rm) => rm.clone(),
+                None => {
+                    let env = st.env.clone();
+                    let lexer = self.lexer;
+                    lade_parser::RunMount::parse(&m.spec.value, &mut |v| {
+                        lexer
+                            .process_word(v, &env)
+                            .map_err(|e| lade_parser::MountError(e.to_string()))
+                    })
+                    .map_err(|e| err_at(cmd, format!("invalid --mount: {e}")))?
+                }
+            };
+            mounts.push(self.run_mount(st, cmd, &rm)?);
         }
         let env: Vec<String> = st.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let cwd = if st.config.working_dir.is_empty() {
@@ -1190,6 +1211,10 @@ impl<'a> Lowerer<'a> {
         for (n, d) in &files {
             b.str(n).bytes(d);
         }
+        b.u64(mounts.len() as u64);
+        for m in &mounts {
+            m.digest_into(&mut b);
+        }
         // proxies reach the process but not the key (BuildKit's ProxyEnv)
         let mut run_env = env.clone();
         for (k, v) in &self.proxy_env {
@@ -1197,7 +1222,10 @@ impl<'a> Lowerer<'a> {
                 run_env.push(format!("{k}={v}"));
             }
         }
-        let info = self.step_info(st, cmd, onbuild);
+        let mut info = self.step_info(st, cmd, onbuild);
+        if let Some(sfx) = self.pending_suffix.take() {
+            info.name.push_str(&sfx);
+        }
         let op = RunVertexOp {
             store: self.store.clone(),
             args: args.clone(),
@@ -1206,6 +1234,8 @@ impl<'a> Lowerer<'a> {
             user,
             network,
             files,
+            mounts,
+            context: self.context.clone(),
         };
         let v = self.add_vertex(info, b.finish(), Arc::new(op), &[st.vertex], false)?;
         st.vertex = v;
@@ -1227,6 +1257,81 @@ impl<'a> Lowerer<'a> {
         parts.extend(args);
         st.commit(format!("RUN {} # buildkit", parts.join(" ")), Some(v));
         Ok(())
+    }
+
+    /// A `RUN --mount`: cache and tmpfs mounts, and read-only binds of the build context.
+    fn run_mount(
+        &self,
+        st: &State,
+        cmd: &Command,
+        m: &lade_parser::RunMount,
+    ) -> Result<RunMountSpec, LowerError> {
+        use lade_parser::mount::MountType;
+        let wd = if st.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            st.config.working_dir.clone()
+        };
+        if matches!(m.kind, MountType::Secret | MountType::Ssh) {
+            return Err(err_at(
+                cmd,
+                format!("RUN --mount=type={} is not supported yet by lade", m.kind),
+            ));
+        }
+        let target = m
+            .target
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| err_at(cmd, "invalid --mount: target is required"))?;
+        let target = if target.starts_with('/') {
+            lade_executor::rootfs::clean(target)
+        } else {
+            lade_executor::rootfs::join(&wd, target)
+        };
+        match m.kind {
+            MountType::Cache => {
+                if m.from.is_some() {
+                    return Err(err_at(
+                        cmd,
+                        "RUN --mount=type=cache,from=... is not supported yet by lade",
+                    ));
+                }
+                Ok(RunMountSpec::Cache {
+                    id: m.id.clone().unwrap_or_else(|| target.clone()),
+                    target,
+                    mode: m.mode.unwrap_or(0o755),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                    locked: matches!(m.sharing, Some(lade_parser::mount::CacheSharing::Locked)),
+                })
+            }
+            MountType::Tmpfs => Ok(RunMountSpec::Tmpfs { target }),
+            MountType::Bind => {
+                if m.from.is_some() {
+                    return Err(err_at(
+                        cmd,
+                        "RUN --mount=type=bind,from=<stage|image> is not supported yet by lade: bind the build context, or COPY --from",
+                    ));
+                }
+                if !m.readonly {
+                    return Err(err_at(
+                        cmd,
+                        "RUN --mount=type=bind,rw is not supported yet by lade (it would write into the build context)",
+                    ));
+                }
+                if self.context.is_none() {
+                    return Err(err_at(cmd, "RUN --mount=type=bind needs a build context"));
+                }
+                Ok(RunMountSpec::Context {
+                    source: m.source.clone().unwrap_or_else(|| ".".into()),
+                    target,
+                })
+            }
+            other => Err(err_at(
+                cmd,
+                format!("RUN --mount=type={other} is not supported yet by lade"),
+            )),
+        }
     }
 
     fn dispatch_copy(

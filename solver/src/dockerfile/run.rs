@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use lade_cache::Store;
 
-use lade_executor::run::{run, LogFn, RunSpec};
+use lade_executor::run::{run, HostMount, LogFn, RunSpec};
 
 use crate::schedule::{BoxError, BoxFuture, Op, RunContext, Stream};
 
@@ -31,6 +31,50 @@ impl RunNetwork {
     }
 }
 
+/// A `RUN --mount` lade supports.
+#[derive(Debug, Clone)]
+pub(crate) enum RunMountSpec {
+    /// A persistent directory in the store (`cachemounts/`), shared by builds using the same id.
+    Cache {
+        id: String,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        locked: bool,
+    },
+    /// An empty scratch directory, discarded after the step.
+    Tmpfs { target: String },
+    /// A path of the build context, read-only; its content is part of the step's key.
+    Context { source: String, target: String },
+}
+
+impl RunMountSpec {
+    pub(crate) fn digest_into(&self, b: &mut crate::digest::DigestBuilder) {
+        match self {
+            RunMountSpec::Cache {
+                id,
+                target,
+                mode,
+                uid,
+                gid,
+                locked,
+            } => {
+                b.u8(1).str(id).str(target).u64(u64::from(*mode));
+                b.u64(u64::from(*uid))
+                    .u64(u64::from(*gid))
+                    .u8(u8::from(*locked));
+            }
+            RunMountSpec::Tmpfs { target } => {
+                b.u8(2).str(target);
+            }
+            RunMountSpec::Context { source, target } => {
+                b.u8(3).str(source).str(target);
+            }
+        }
+    }
+}
+
 /// RUN: input 0 is the parent filesystem.
 pub(crate) struct RunVertexOp {
     pub store: Arc<Store>,
@@ -41,9 +85,108 @@ pub(crate) struct RunVertexOp {
     pub network: RunNetwork,
     /// Heredoc scripts with a shebang, mounted at `/dev/pipes/NAME`.
     pub files: Vec<(String, Vec<u8>)>,
+    pub mounts: Vec<RunMountSpec>,
+    pub context: Option<Arc<crate::context::Context>>,
+}
+
+impl RunVertexOp {
+    fn context_sources(&self) -> Vec<String> {
+        self.mounts
+            .iter()
+            .filter_map(|m| match m {
+                RunMountSpec::Context { source, .. } => Some(source.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Host directories for the mounts (created as needed) and the locks held while running.
+    fn host_mounts(&self) -> Result<(Vec<HostMount>, Vec<lade_cache::lock::LockGuard>), BoxError> {
+        let mut out = Vec::new();
+        let mut locks = Vec::new();
+        for m in &self.mounts {
+            match m {
+                RunMountSpec::Cache {
+                    id,
+                    target,
+                    mode,
+                    uid,
+                    gid,
+                    locked,
+                } => {
+                    let key = crate::digest::Digest::of(id.as_bytes()).to_hex();
+                    let dir = self.store.root().join("cachemounts").join(&key);
+                    if !dir.is_dir() {
+                        std::fs::create_dir_all(&dir)?;
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))?;
+                        std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))?;
+                    }
+                    if *locked {
+                        locks.push(lade_cache::lock::lock(
+                            &self
+                                .store
+                                .root()
+                                .join("cachemounts")
+                                .join(format!("{key}.lock")),
+                            lade_cache::lock::LockKind::Exclusive,
+                            true,
+                            self.store.root(),
+                        )?);
+                    }
+                    out.push(HostMount {
+                        source: dir,
+                        destination: target.clone(),
+                        readonly: false,
+                        temp: false,
+                    });
+                }
+                RunMountSpec::Tmpfs { target } => {
+                    let dir = self.store.temp_dir("tmpfs-")?.keep();
+                    out.push(HostMount {
+                        source: dir,
+                        destination: target.clone(),
+                        readonly: false,
+                        temp: true,
+                    });
+                }
+                RunMountSpec::Context { source, target } => {
+                    let ctx = self.context.as_ref().ok_or("no build context")?;
+                    let sel = ctx.select(&[source.as_str()])?;
+                    let resolved = sel
+                        .sources
+                        .first()
+                        .map(|s| s.resolved.clone())
+                        .ok_or("bind source not found in the build context")?;
+                    out.push(HostMount {
+                        source: ctx.root().join(resolved),
+                        destination: target.clone(),
+                        readonly: true,
+                        temp: false,
+                    });
+                }
+            }
+        }
+        Ok((out, locks))
+    }
 }
 
 impl Op<StepValue> for RunVertexOp {
+    fn input_digest(
+        &self,
+        _cx: crate::schedule::DigestContext,
+    ) -> Option<BoxFuture<'_, Result<crate::Digest, BoxError>>> {
+        let sources = self.context_sources();
+        if sources.is_empty() {
+            return None;
+        }
+        let ctx = self.context.clone();
+        Some(Box::pin(async move {
+            let ctx = ctx.ok_or("RUN --mount=type=bind needs a build context")?;
+            Ok(ctx.select_blocking(sources).await?.digest)
+        }))
+    }
+
     fn run(&self, cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
         Box::pin(async move {
             let parent = cx
@@ -51,7 +194,9 @@ impl Op<StepValue> for RunVertexOp {
                 .into_iter()
                 .next()
                 .ok_or("RUN step without a parent")?;
+            let (mounts, locks) = self.host_mounts()?;
             let spec = RunSpec {
+                mounts: mounts.clone(),
                 args: self.args.clone(),
                 env: self.env.clone(),
                 cwd: self.cwd.clone(),
@@ -77,7 +222,12 @@ impl Op<StepValue> for RunVertexOp {
                 log,
                 cx.cancel,
             )
-            .await?;
+            .await;
+            drop(locks);
+            for m in mounts.iter().filter(|m| m.temp) {
+                let _ = lade_runtime_remove(&m.source);
+            }
+            let rec = rec?;
             let mut layers = parent.layers.to_vec();
             layers.push(rec.diff_id);
             Ok(StepValue {
@@ -86,4 +236,8 @@ impl Op<StepValue> for RunVertexOp {
             })
         })
     }
+}
+
+fn lade_runtime_remove(p: &std::path::Path) -> std::io::Result<()> {
+    std::fs::remove_dir_all(p)
 }
