@@ -284,13 +284,24 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
     let solver = solver.cancellation(cancel.clone());
     let targets = [lowered.target];
     let result = rt.block_on(async {
-        tokio::select! {
-            r = solver.solve(&lowered.graph, &targets) => r,
-            _ = tokio::signal::ctrl_c() => {
-                cancel.cancel();
-                Err(SolveError::Cancelled)
+        // Ctrl-C or SIGTERM cancels the build: running steps are killed and cleaned up, then
+        // the solve returns
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
             }
-        }
+            c.cancel();
+        });
+        solver.solve(&lowered.graph, &targets).await
     });
     progress.finish();
     if let Some(ctx) = &context {

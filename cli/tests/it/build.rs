@@ -1027,3 +1027,43 @@ fn run_mounts_cache_tmpfs_and_context_bind() {
     assert!(err.contains("type=secret is not supported"), "{err}");
     f.check_store();
 }
+
+#[test]
+fn ctrl_c_kills_the_running_step_and_leaves_the_store_clean() {
+    use std::io::BufRead;
+    let f = Fixture::new();
+    f.dockerfile("FROM base:1\nRUN echo started && sleep 60 && echo never\n");
+    let mut child = f
+        .build_cmd(&["--progress", "plain"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(err).lines();
+    // wait until the command runs (its output arrives), then interrupt lade
+    for l in lines.by_ref() {
+        if l.unwrap().ends_with("started") {
+            break;
+        }
+    }
+    let start = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "cancellation took {:?}",
+        start.elapsed()
+    );
+    let rest = rest.join("\n");
+    assert!(rest.contains("cancelled"), "{rest}");
+    assert!(!rest.contains("never"), "{rest}");
+    f.check_store();
+}
