@@ -1067,3 +1067,22 @@ fn ctrl_c_kills_the_running_step_and_leaves_the_store_clean() {
     assert!(!rest.contains("never"), "{rest}");
     f.check_store();
 }
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    // two stages that can only finish if they run concurrently: each waits (bounded) for the
+    // other's marker in a shared cache mount
+    let f = Fixture::new();
+    f.dockerfile(
+        r#"FROM base:1 AS a
+RUN --mount=type=cache,target=/sync,id=sync touch /sync/a && timeout 20 sh -c 'until [ -f /sync/b ]; do sleep 0.05; done' && echo a > /a
+FROM base:1 AS b
+RUN --mount=type=cache,target=/sync,id=sync touch /sync/b && timeout 20 sh -c 'until [ -f /sync/a ]; do sleep 0.05; done' && echo b > /b
+FROM base:1
+COPY --from=a /a /a
+COPY --from=b /b /b
+"#,
+    );
+    let out = f.export(&["--jobs", "2"]);
+    assert!(out.join("a").is_file() && out.join("b").is_file());
+}
