@@ -1,4 +1,4 @@
-//! Dockerfile lowering: a parsed [`Dockerfile`] becomes a build [`Graph`] of vertices (image
+//! Dockerfile lowering: a parsed [`lade_parser::Dockerfile`] becomes a build [`crate::Graph`] of vertices (image
 //! sources, COPY/ADD/WORKDIR file ops, RUN execs) plus the image config the build produces.
 //!
 //! This is BuildKit's `dockerfile2llb`: stages by name and index, global ARGs before the first
