@@ -74,6 +74,16 @@ pub enum CopyItem {
     },
 }
 
+/// `--exclude`: true for a path (relative to the copied source) that must not be copied.
+#[derive(Clone)]
+pub struct Exclude(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Exclude {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exclude(..)")
+    }
+}
+
 /// A COPY/ADD (or WORKDIR mkdir) to perform.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOp {
@@ -90,6 +100,8 @@ pub struct CopyOp {
     pub sources: Vec<Vec<Digest>>,
     /// WORKDIR: only create `dest` (with `mkdir_owner` resolved like `--chown`).
     pub mkdir_only: bool,
+    /// `--exclude` for sources from other stages or images (context sources arrive filtered).
+    pub exclude: Option<Exclude>,
 }
 
 /// Runs `op` on top of the layers `parent` (bottom first) and returns the new layer.
@@ -206,12 +218,19 @@ impl<'a> Copier<'a> {
                         .get(*view)
                         .ok_or_else(|| Error::Invalid(format!("no source view {view}")))?;
                     for matched in expand(root, pattern)? {
+                        let excluded =
+                            |rel: &str| self.op.exclude.as_ref().is_some_and(|x| (x.0)(rel));
+                        let base = split(&matched).map_or("", |(_, b)| b);
+                        if excluded(base) {
+                            continue;
+                        }
                         let followed = root.resolve(&matched)?;
                         if root.lstat(&followed)?.is_none() {
                             return Err(Error::NotFound(pattern.clone()));
                         }
                         let mut entries = Vec::new();
                         walk(root, &followed, "", &mut entries)?;
+                        entries.retain(|(_, rel)| rel.is_empty() || !excluded(rel));
                         self.copy_source(&Source {
                             root: Some(root),
                             matched,

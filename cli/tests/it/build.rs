@@ -1086,3 +1086,27 @@ COPY --from=b /b /b
     let out = f.export(&["--jobs", "2"]);
     assert!(out.join("a").is_file() && out.join("b").is_file());
 }
+
+#[test]
+fn copy_exclude() {
+    let f = Fixture::new();
+    f.write("app/main.txt", "m");
+    f.write("app/notes.md", "n");
+    f.write("app/docs/guide.md", "g");
+    f.write("app/keep/x.txt", "x");
+    f.write("top.md", "t");
+    f.write("top.txt", "t");
+    f.dockerfile(
+        "FROM base:1 AS src\nCOPY app /app\nFROM base:1\nCOPY --exclude=*.md --exclude=docs app /a/\nCOPY --exclude=**/*.md --from=src /app /b/\nCOPY --exclude=*.md top.* /c/\n",
+    );
+    let out = f.export(&[]);
+    assert!(out.join("a/main.txt").exists());
+    assert!(!out.join("a/notes.md").exists());
+    assert!(!out.join("a/docs").exists());
+    assert!(out.join("a/keep/x.txt").exists());
+    assert!(out.join("b/main.txt").exists());
+    assert!(!out.join("b/notes.md").exists());
+    assert!(!out.join("b/docs/guide.md").exists());
+    assert!(out.join("c/top.txt").exists());
+    assert!(!out.join("c/top.md").exists());
+}

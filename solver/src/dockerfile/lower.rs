@@ -954,6 +954,7 @@ impl<'a> Lowerer<'a> {
                     chmod: None,
                     unpack: false,
                     mkdir_only: true,
+                    exclude: Vec::new(),
                     downloads: Default::default(),
                 };
                 let v = self.add_vertex(info, b.finish(), Arc::new(op), &[st.vertex], false)?;
@@ -1342,18 +1343,19 @@ impl<'a> Lowerer<'a> {
         c: CopyLike<'_>,
         onbuild: bool,
     ) -> Result<(), LowerError> {
-        let (excludes, parents) = match c {
-            CopyLike::Copy(c) => (!c.exclude.is_empty(), c.parents),
-            CopyLike::Add(a) => (!a.exclude.is_empty(), false),
+        let (exclude_words, parents) = match c {
+            CopyLike::Copy(c) => (c.exclude.clone(), c.parents),
+            CopyLike::Add(a) => (a.exclude.clone(), false),
         };
-        if excludes || parents {
+        if parents {
             return Err(err_at(
                 cmd,
-                format!(
-                    "{} is not supported yet by lade: use .dockerignore or separate COPY instructions",
-                    if excludes { "--exclude" } else { "--parents" }
-                ),
+                "--parents is not supported yet by lade: use separate COPY instructions",
             ));
+        }
+        let mut exclude = Vec::new();
+        for w in &exclude_words {
+            exclude.push(self.expand(st, cmd, &w.value)?);
         }
         let (sources, dest, chown, chmod, from, is_add, unpack, checksum) = match c {
             CopyLike::Copy(c) => (
@@ -1492,6 +1494,10 @@ impl<'a> Lowerer<'a> {
             .u8(u8::from(unpack))
             .str(&from_desc)
             .str(&st.platform);
+        b.u64(exclude.len() as u64);
+        for x in &exclude {
+            b.str(x);
+        }
         b.u64(specs.len() as u64);
         for s in &specs {
             match s {
@@ -1519,6 +1525,7 @@ impl<'a> Lowerer<'a> {
             chmod,
             unpack,
             mkdir_only: false,
+            exclude,
             downloads: Default::default(),
         };
         let v = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;

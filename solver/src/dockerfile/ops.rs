@@ -71,6 +71,8 @@ pub(crate) struct CopyVertexOp {
     pub chmod: Option<u32>,
     pub unpack: bool,
     pub mkdir_only: bool,
+    /// `--exclude` patterns (paths relative to each copied source).
+    pub exclude: Vec<String>,
     /// Downloads made while computing the input digest, reused by the run.
     pub downloads: std::sync::Mutex<Vec<(String, Download, Arc<tempfile::TempDir>)>>,
 }
@@ -160,6 +162,18 @@ impl Op<StepValue> for CopyVertexOp {
             let mut inputs = cx.inputs.into_iter();
             let parent = inputs.next().ok_or("copy step without a parent")?;
             let views: Vec<Vec<StoreDigest>> = inputs.map(|v| v.layers.to_vec()).collect();
+            let matcher = if self.exclude.is_empty() {
+                None
+            } else {
+                Some(Arc::new(crate::context::PatternMatcher::new(
+                    &self.exclude,
+                )?))
+            };
+            let excluded = |p: &str| {
+                matcher
+                    .as_ref()
+                    .is_some_and(|m| m.matches_or_parent_matches(p))
+            };
             let mut items = Vec::new();
             let mut keep = Vec::new();
             for s in &self.sources {
@@ -168,12 +182,24 @@ impl Op<StepValue> for CopyVertexOp {
                         let ctx = self.context.clone().ok_or_else(no_context)?;
                         let sel = ctx.clone().select_blocking(vec![p.clone()]).await?;
                         for src in sel.sources {
+                            let base = src
+                                .path
+                                .file_name()
+                                .map(|b| b.to_string_lossy().into_owned())
+                                .unwrap_or_default();
+                            if !base.is_empty() && excluded(&base) {
+                                continue;
+                            }
                             items.push(CopyItem::Context {
                                 root: ctx.root().to_path_buf(),
                                 matched: src.path.clone(),
                                 entries: src
                                     .entries
                                     .iter()
+                                    .filter(|e| {
+                                        e.rel.as_os_str().is_empty()
+                                            || !excluded(&e.rel.to_string_lossy())
+                                    })
                                     .map(|e| ContextEntry {
                                         rel: e.rel.clone(),
                                         path: e.entry.path.clone(),
@@ -212,6 +238,11 @@ impl Op<StepValue> for CopyVertexOp {
                 unpack: self.unpack,
                 sources: views,
                 mkdir_only: self.mkdir_only,
+                exclude: matcher.clone().map(|m| {
+                    lade_executor::copy::Exclude(Arc::new(move |p: &str| {
+                        m.matches_or_parent_matches(p)
+                    }))
+                }),
             };
             let store = self.store.clone();
             let base = parent.layers.to_vec();
