@@ -518,7 +518,7 @@ RUN echo "$GLOBAL $LOCAL $OVER $TARGETARCH" > /args.txt
 ARG TARGETARCH
 RUN echo "$TARGETARCH" > /arch.txt
 FROM base:1
-RUN echo "[$LOCAL][$GLOBAL]" > /second.txt
+RUN echo "[$LOCAL][$GLOBAL][$TARGETARCH]" > /second.txt
 "#,
     );
     let out = f.export(&["--build-arg", "OVER=given", "--target", "first"]);
@@ -529,7 +529,7 @@ RUN echo "[$LOCAL][$GLOBAL]" > /second.txt
     let out = f.export(&[]);
     assert_eq!(
         std::fs::read_to_string(out.join("second.txt")).unwrap(),
-        "[][]\n"
+        "[][][]\n"
     );
     // bare --build-arg K takes the environment's value; unused args get a warning
     let o = output(
@@ -1109,4 +1109,24 @@ fn copy_exclude() {
     assert!(!out.join("b/docs/guide.md").exists());
     assert!(out.join("c/top.txt").exists());
     assert!(!out.join("c/top.md").exists());
+}
+
+#[test]
+fn platform_flag_sets_the_image_platform_and_target_args() {
+    let f = Fixture::new();
+    f.write("x", "x");
+    f.dockerfile("FROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nCOPY x /x-$TARGETARCH\nLABEL p=$TARGETPLATFORM\n");
+    f.build(&["--platform", "linux/arm64/v8", "-t", "arm:1"]);
+    let out = f.export(&["--platform", "linux/arm64/v8"]);
+    assert!(out.join("x-arm64").exists());
+    assert_eq!(
+        f.inspect("arm:1")["Config"]["Labels"]["p"],
+        "linux/arm64/v8"
+    );
+    let i = f.inspect("arm:1");
+    assert_eq!(i["Architecture"], "arm64");
+    assert_eq!(i["Variant"], "v8");
+    assert_eq!(i["Os"], "linux");
+    let err = f.build_fail(&["--platform", "nonsense/"]);
+    assert!(err.contains("invalid platform"), "{err}");
 }

@@ -127,10 +127,18 @@ fn host_platform() -> (String, String, String) {
 
 fn parse_platform(p: &str) -> Result<(String, String, String), String> {
     let parts: Vec<&str> = p.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "invalid platform {p:?}: expected os/arch[/variant], e.g. linux/amd64"
+        ));
+    }
     match parts.as_slice() {
         [os, arch] => Ok((os.to_string(), norm_arch(arch), String::new())),
         [os, arch, v] => Ok((os.to_string(), norm_arch(arch), v.to_string())),
         [arch] if !arch.is_empty() => Ok(("linux".into(), norm_arch(arch), String::new())),
+        _ if parts.iter().any(|p| p.is_empty()) => Err(format!(
+            "invalid platform {p:?}: expected os/arch[/variant], e.g. linux/amd64"
+        )),
         _ => Err(format!(
             "invalid platform {p:?}: expected os/arch[/variant], e.g. linux/amd64"
         )),
