@@ -943,7 +943,6 @@ impl<'a> Lowerer<'a> {
                 };
                 st.config.working_dir = wd.clone();
                 if wd == "/" {
-                    let _ = st.prefix();
                     st.commit(format!("WORKDIR {wd}"), None);
                     return Ok(());
                 }
