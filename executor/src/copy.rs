@@ -144,7 +144,7 @@ struct Copier<'a> {
     dst: &'a Root,
     op: &'a CopyOp,
     owner: Option<(u32, u32)>,
-    /// Hard links: source (dev, inode) -> destination path of the first copy.
+    /// Hard links within the source being copied: (dev, inode) -> destination of the first copy.
     inodes: HashMap<(u64, u64), String>,
 }
 
@@ -279,6 +279,9 @@ impl<'a> Copier<'a> {
             .lstat(top_path)?
             .ok_or_else(|| Error::NotFound(src.matched.clone()))?;
         let target = self.target_for(top.kind, &src.matched)?;
+        // hard links are kept within one source, not across sources (BuildKit copies each
+        // source with a copier of its own)
+        self.inodes.clear();
         for (i, (path, rel)) in src.entries.iter().enumerate() {
             let meta = root
                 .lstat(path)?
