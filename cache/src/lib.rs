@@ -14,7 +14,7 @@ pub mod tarfmt;
 
 pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
 pub use error::{Error, Result};
-pub use reference::Reference;
+pub use reference::{normalize_registry, Reference};
 pub mod archive;
 pub mod gc;
 pub mod images;

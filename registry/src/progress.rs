@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncSeekExt, AsyncWrite};
 
-use crate::digest::Digest;
+use lade_cache::Digest;
 
 /// One progress event for one blob. The crate never prints; the CLI renders these.
 #[derive(Debug, Clone, Copy)]

@@ -13,12 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::auth::Scope;
 use crate::client::{join, Client, ErrorContext, RegistryState, Req, ReqBody};
-use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest};
 use crate::progress::{BlobSource, Progress, ProgressFn};
 use crate::pull::header_str;
-use crate::reference::Reference;
+use lade_cache::{Digest, Hasher, Reference};
 
 /// Read size for upload bodies (and the granularity of upload progress).
 const UPLOAD_READ: usize = 256 << 10;
@@ -292,7 +291,7 @@ impl Client {
         bytes: &[u8],
     ) -> Result<Digest> {
         Manifest::parse(bytes, Some(media_type), &target.to_string())?;
-        let digest = Digest::sha256_of(bytes);
+        let digest = Digest::of(bytes);
         if let Some(pinned) = target.digest() {
             if pinned != &digest {
                 return Err(Error::DigestMismatch {
