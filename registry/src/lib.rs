@@ -25,6 +25,7 @@ mod client;
 pub mod credentials;
 mod error;
 pub mod hub;
+mod images;
 pub mod manifest;
 mod progress;
 mod pull;
@@ -36,6 +37,10 @@ pub use client::{is_loopback, Client, ClientConfig, RetryPolicy};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use hub::api_host;
+pub use images::{
+    ensure_image, pull_image, push_image, EnsuredImage, PullPolicy, PulledImage, PushOptions,
+    PushedImage,
+};
 /// References and digests are the store's types (one parser, one digest for the whole tool).
 pub use lade_cache::{normalize_registry, Digest, Hasher, Reference};
 pub use manifest::{

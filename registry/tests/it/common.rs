@@ -127,6 +127,8 @@ pub fn recorder() -> (ProgressFn, Arc<Mutex<Vec<String>>>) {
             Progress::Exists { .. } => "exists".into(),
             Progress::Mounted { from, .. } => format!("mounted {from}"),
             Progress::Finished { total, .. } => format!("finished {total}"),
+            Progress::Compressing { .. } => "compressing".into(),
+            Progress::Compressed { .. } => "compressed".into(),
         };
         l.lock().unwrap().push(line);
     });
