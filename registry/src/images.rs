@@ -573,6 +573,9 @@ pub async fn push_image(
 ) -> Result<PushedImage> {
     let c = opts.compression;
     let oci = c == Compression::Zstd;
+    // Reachability and credentials first (one HEAD with the push scope), so that a wrong
+    // password or an unknown registry fails before any layer is compressed.
+    client.blob_exists(target, &image.id).await?;
     let remote = store.remote_blobs(target.registry());
     let layer_media_type = |c: Compression| -> &'static str {
         match (oci, c) {

@@ -4,4 +4,5 @@
 mod architecture;
 mod common;
 mod login;
+mod registry;
 mod store;
