@@ -5,7 +5,8 @@
 # 3000 base64-of-random files of 20 kB (61 MB, compressible to ~76 %), 60 random 1 MB files.
 set -euo pipefail
 W=${1:-/tmp/lade-pp-bench}
-LADE=${LADE:-$(cd "$(dirname "$0")/.." && pwd)/target/release/lade}
+HERE=$(cd "$(dirname "$0")" && pwd)
+LADE=${LADE:-$HERE/../target/release/lade}
 DOCKER=/usr/bin/docker
 RUNS=${RUNS:-5}
 mkdir -p "$W"
@@ -28,7 +29,7 @@ until curl -fs "http://$REG/v2/" >/dev/null; do sleep 0.1; done
 
 # The image, built once.
 if [ ! -f bench.tar ]; then
-  "$(dirname "$0")/mkrootfs.sh" --tar rootfs.tar >/dev/null
+  "$HERE/mkrootfs.sh" --tar rootfs.tar >/dev/null
   $DOCKER import rootfs.tar lade-pp-bench/base:1 >/dev/null
   mkdir -p ctx
   cat > ctx/Dockerfile <<'EOF'

@@ -560,7 +560,77 @@ enum LayerPlan {
     Compress,
 }
 
-type CompressJob = (Digest, Compression, oneshot::Sender<Result<LayerBlob>>);
+/// A compression request: the layer, where to stream the new blob's bytes, a signal when the
+/// compression starts, and where the result goes.
+struct CompressJob {
+    diff_id: Digest,
+    tee: ChunkTx,
+    started: oneshot::Sender<()>,
+    reply: oneshot::Sender<Result<(LayerBlob, bool)>>,
+}
+
+/// The compressor's side of a streamed upload: batches bytes into chunks for a bounded channel.
+/// Unless [`ChunkTx::finish`] is called, the receiving stream ends with an error, so an upload
+/// of a compression that failed half-way is aborted, never completed.
+struct ChunkTx {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    complete: Arc<AtomicBool>,
+}
+
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+impl ChunkTx {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+
+    fn finish(mut self) {
+        if self.send_buf().is_ok() {
+            self.complete.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl io::Write for ChunkTx {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= UPLOAD_CHUNK {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The upload's side: chunks until the compressor finishes (or an error if it does not).
+fn chunk_stream(
+    rx: mpsc::Receiver<Bytes>,
+    complete: Arc<AtomicBool>,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold(Some((rx, complete)), |state| async move {
+        let (mut rx, complete) = state?;
+        match rx.recv().await {
+            Some(b) => Some((Ok(b), Some((rx, complete)))),
+            None if complete.load(Ordering::Acquire) => None,
+            None => Some((
+                Err(io::Error::other("the layer's compression stopped")),
+                None,
+            )),
+        }
+    })
+}
 
 /// Pushes `image` from `store` to `target` (see the module docs) and records `name@digest`.
 pub async fn push_image(
@@ -641,11 +711,27 @@ pub async fn push_image(
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
-                    let Ok((diff_id, c, reply)) = job else { return };
-                    let _ = reply.send(store.compress_layer(&diff_id, c).map_err(Error::from));
+                    let Ok(mut job) = job else { return };
+                    let _ = job.started.send(());
+                    let r = store.compress_layer_tee(&job.diff_id, c, Some(&mut job.tee));
+                    if let Ok((b, fresh)) = &r {
+                        // Before the stream ends, so the display knows the blob's digest
+                        // before the upload reports on it.
+                        progress.emit(Progress::Compressed {
+                            layer: &job.diff_id,
+                            digest: &b.digest,
+                            size: b.size,
+                        });
+                        if *fresh {
+                            job.tee.finish();
+                        }
+                    }
+                    let _ = job.reply.send(r.map_err(Error::from));
                 });
             }
             handle.block_on(async move {
+                // Compresses a layer once (recording the blob in the store) while streaming the
+                // same bytes to the registry; a failed stream falls back to pushing the file.
                 let compress = |diff_id: Digest, total: u64| {
                     let jobs_tx = jobs_tx.clone();
                     async move {
@@ -653,18 +739,44 @@ pub async fn push_image(
                             layer: &diff_id,
                             total,
                         });
-                        let (tx, rx) = oneshot::channel();
+                        let (tx, rx) = mpsc::channel(8);
+                        let complete = Arc::new(AtomicBool::new(false));
+                        let (started_tx, started_rx) = oneshot::channel();
+                        let (reply_tx, reply_rx) = oneshot::channel();
                         jobs_tx
-                            .send((diff_id.clone(), c, tx))
+                            .send(CompressJob {
+                                diff_id: diff_id.clone(),
+                                tee: ChunkTx {
+                                    tx,
+                                    buf: Vec::with_capacity(UPLOAD_CHUNK),
+                                    complete: complete.clone(),
+                                },
+                                started: started_tx,
+                                reply: reply_tx,
+                            })
                             .map_err(|_| compressor_gone())?;
-                        let blob = rx.await.map_err(|_| compressor_gone())??;
+                        // Open the upload only when the compressor starts producing.
+                        let streamed = match started_rx.await {
+                            Ok(()) => {
+                                let (up, done) = futures_util::future::join(
+                                    client.upload_byte_stream(
+                                        target,
+                                        chunk_stream(rx, complete),
+                                        &ProgressFn::none(),
+                                    ),
+                                    reply_rx,
+                                )
+                                .await;
+                                let (blob, fresh) = done.map_err(|_| compressor_gone())??;
+                                (blob, up.ok().filter(|_| fresh))
+                            }
+                            Err(_) => {
+                                let (blob, _) = reply_rx.await.map_err(|_| compressor_gone())??;
+                                (blob, None)
+                            }
+                        };
                         compressed_ref.fetch_add(1, Ordering::Relaxed);
-                        progress.emit(Progress::Compressed {
-                            layer: &diff_id,
-                            digest: &blob.digest,
-                            size: blob.size,
-                        });
-                        Ok::<_, Error>(blob)
+                        Ok::<_, Error>(streamed)
                     }
                 };
                 let layers = futures_util::stream::iter(plans)
@@ -672,8 +784,8 @@ pub async fn push_image(
                         let compress = &compress;
                         let mount_from = &mount_from;
                         async move {
-                            let blob = match plan {
-                                LayerPlan::Local(b) => b,
+                            let (blob, streamed) = match plan {
+                                LayerPlan::Local(b) => (b, None),
                                 LayerPlan::Remote(desc) => {
                                     let from = mount_from(&desc.digest);
                                     if let Some(p) =
@@ -690,6 +802,13 @@ pub async fn push_image(
                                 blob.digest.clone(),
                                 blob.size,
                             );
+                            if streamed == Some((blob.digest.clone(), blob.size)) {
+                                progress.emit(Progress::Finished {
+                                    digest: &blob.digest,
+                                    total: blob.size,
+                                });
+                                return Ok((desc, PushedBlob::Uploaded));
+                            }
                             let source = BlobSource::File(store.blob_path(&blob.digest));
                             let from = mount_from(&blob.digest);
                             let p = client

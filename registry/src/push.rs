@@ -255,11 +255,26 @@ impl Client {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        self.upload_byte_stream(target, reader_stream(reader, u64::MAX), progress)
+            .await
+    }
+
+    /// [`Client::upload_stream`] from a stream of chunks. An `Err` item aborts the request, so
+    /// a producer that fails half-way never completes an upload.
+    pub async fn upload_byte_stream<S>(
+        &self,
+        target: &Reference,
+        chunks: S,
+        progress: &ProgressFn,
+    ) -> Result<(Digest, u64)>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
         let reg = self.registry(target.registry());
         let location = self.start_upload(&reg, target).await?;
         let hasher = Arc::new(Mutex::new(Hasher::new()));
         let tap = hasher.clone();
-        let stream = reader_stream(reader, u64::MAX).map(move |chunk| {
+        let stream = chunks.map(move |chunk| {
             if let Ok(c) = &chunk {
                 if let Ok(mut h) = tap.lock() {
                     h.update(c);

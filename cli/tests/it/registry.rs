@@ -75,12 +75,12 @@ fn load_docker_app(ts: &TestStore, name: &str) -> (DockerImage, DockerImage) {
     (base, app)
 }
 
-/// Uploads (PUT/PATCH of upload sessions) into `repo` seen by the registry so far.
+/// Blob uploads completed into `repo` (the final `PUT` of an upload session) so far.
 fn uploads_to(reg: &TestRegistry, repo: &str) -> usize {
     let prefix = format!("/v2/{repo}/blobs/uploads/");
     reg.access_log()
         .iter()
-        .filter(|e| (e.method == "PUT" || e.method == "PATCH") && e.path.starts_with(&prefix))
+        .filter(|e| e.method == "PUT" && e.status == 201 && e.path.starts_with(&prefix))
         .count()
 }
 

@@ -60,7 +60,7 @@ fn layer_uploads(reg: &TestRegistry, repo: &str) -> usize {
     let prefix = format!("/v2/{repo}/blobs/uploads/");
     reg.access_log()
         .iter()
-        .filter(|e| (e.method == "PUT" || e.method == "PATCH") && e.path.starts_with(&prefix))
+        .filter(|e| e.method == "PUT" && e.status == 201 && e.path.starts_with(&prefix))
         .count()
 }
 
@@ -610,4 +610,49 @@ async fn a_cut_mid_layer_resumes_into_the_store_and_persistent_cuts_fail_cleanly
     assert!(c.layer(&image.layers[0]).unwrap().is_none());
     assert!(c.refs().unwrap().refs.is_empty());
     assert_consistent(&c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_streamed_upload_falls_back_to_the_stored_blob() {
+    let reg = TestRegistry::plain();
+    let t = tempfile::tempdir().unwrap();
+    let a = store_in(t.path(), "a");
+    let proxy = FaultProxy::start(reg.addr());
+    let name = Reference::parse(&format!("{}/lade/fallback:1", proxy.host())).unwrap();
+    let image = make_image(&a, t.path(), 9, "amd64", &name);
+    // The compressed bytes are streamed with PATCH while they are made: refuse the first one.
+    proxy.add(Fault::status(
+        "PATCH",
+        "/v2/lade/fallback/blobs/uploads/",
+        503,
+        1,
+    ));
+    let client = Client::new(reg.client_config());
+    let pushed = push_image(
+        &client,
+        &a,
+        &image,
+        &name,
+        &PushOptions::default(),
+        &ProgressFn::none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxy.faults_applied(), 1);
+    assert_eq!(
+        pushed.layers_compressed, 2,
+        "compressed once each, despite the failure"
+    );
+    let b = store_in(t.path(), "b");
+    let pulled = pull_image(
+        &client,
+        &b,
+        &name,
+        &Platform::default(),
+        &ProgressFn::none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pulled.image.id, image.id);
+    assert_consistent(&b);
 }
