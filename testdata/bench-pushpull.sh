@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Push/pull benchmark: lade vs docker against a fresh loopback docker-registry (issue 6).
 # Usage: testdata/bench-pushpull.sh [WORKDIR]   (root, dockerd running, release lade built)
-# Workload: a 4-layer ~203 MB image built by BuildKit: busybox rootfs (2 MB), 80 MB random,
+# Workload: a 4-layer ~203 MB image built by docker: busybox rootfs (2 MB), 80 MB random,
 # 3000 base64-of-random files of 20 kB (61 MB, compressible to ~76 %), 60 random 1 MB files.
 set -euo pipefail
 W=${1:-/tmp/lade-pp-bench}
@@ -28,8 +28,12 @@ trap 'kill $REG_PID 2>/dev/null || true' EXIT
 until curl -fs "http://$REG/v2/" >/dev/null; do sleep 0.1; done
 
 # The image, built once.
+# Legacy builder (DOCKER_BUILDKIT=0): BuildKit's cache would keep the layers after `docker rmi`,
+# and docker pull would find them. The base gets a unique file so no other image shares it.
 if [ ! -f bench.tar ]; then
-  "$HERE/mkrootfs.sh" --tar rootfs.tar >/dev/null
+  rm -rf rootfs && "$HERE/mkrootfs.sh" rootfs >/dev/null
+  head -c 32 /dev/urandom | base64 > rootfs/etc/bench-id
+  tar -C rootfs -cf rootfs.tar .
   $DOCKER import rootfs.tar lade-pp-bench/base:1 >/dev/null
   mkdir -p ctx
   cat > ctx/Dockerfile <<'EOF'
@@ -38,7 +42,7 @@ RUN head -c 80000000 /dev/urandom > /big.bin
 RUN mkdir /small && for i in $(seq 1 3000); do head -c 15000 /dev/urandom | base64 > /small/f$i; done
 RUN mkdir /mid && for i in $(seq 1 60); do head -c 1000000 /dev/urandom > /mid/m$i; done
 EOF
-  DOCKER_BUILDKIT=1 $DOCKER build -q --network=none -t lade-pp-bench/app:1 ctx >/dev/null
+  DOCKER_BUILDKIT=0 $DOCKER build -q --network=none -t lade-pp-bench/app:1 ctx >/dev/null
   $DOCKER save -o bench.tar lade-pp-bench/app:1
 fi
 $DOCKER image inspect lade-pp-bench/app:1 >/dev/null 2>&1 || $DOCKER load -q -i bench.tar >/dev/null
@@ -47,6 +51,8 @@ rm -rf store && "$LADE" --root store load -q -i bench.tar >/dev/null
 "$LADE" --root store tag lade-pp-bench/app:1 "$REG/bench/lade:1"
 wipe="sh -c 'rm -rf $W/storage/docker; sync'"
 
+# The "blobs remembered" case: one untimed push records the compressed blobs in store/.
+"$LADE" --root store push -q "$REG/bench/lade:1" >/dev/null
 echo "== push to a fresh registry (storage wiped before every run)"
 hyperfine -N -r "$RUNS" --export-markdown push.md \
   --prepare "sh -c 'rm -rf $W/storage/docker $W/cold; $LADE --root $W/cold load -q -i $W/bench.tar >/dev/null; $LADE --root $W/cold tag lade-pp-bench/app:1 $REG/bench/lade:1; sync'" \

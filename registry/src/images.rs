@@ -50,8 +50,9 @@ use crate::manifest::{
 use crate::progress::{BlobSink, BlobSource, Progress, ProgressFn};
 use crate::push::PushedBlob;
 
-/// Chunks in flight between a download and the thread staging it (a few hundred kB at most).
-const CHANNEL_DEPTH: usize = 32;
+/// Chunks in flight between a download and the thread staging it. A chunk is what hyper read
+/// (up to a few hundred kB), so this bounds the memory of one download to a few MB.
+const CHANNEL_DEPTH: usize = 8;
 
 /// What [`pull_image`] did.
 #[derive(Debug, Clone)]
