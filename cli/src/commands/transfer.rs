@@ -18,10 +18,10 @@ use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
-    /// Image to pull: NAME[:TAG|@DIGEST] (the tag defaults to latest)
+    /// Image to pull: NAME, NAME:TAG or NAME@DIGEST (the tag defaults to latest)
     reference: String,
-    /// Platform to pick from a multi-platform image, os/arch[/variant] [default: this machine's,
-    /// linux/amd64 here]
+    /// Platform to pick from a multi-platform image, as os/arch or os/arch/variant (default:
+    /// this machine's, e.g. linux/amd64)
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
     /// Print only the image's full name
@@ -33,8 +33,8 @@ pub struct PullArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
-    /// Image to push: NAME[:TAG] as named in the store; the name says which registry and
-    /// repository it goes to
+    /// Image to push: NAME or NAME:TAG as named in the store; the name says which registry
+    /// and repository it goes to
     reference: String,
     /// Layer compression: gzip (a Docker v2 schema 2 manifest, what docker writes) or zstd (an
     /// OCI manifest; docker 20.10 cannot pull it). A layer is compressed once per compression:
