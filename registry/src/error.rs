@@ -35,7 +35,7 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("{reference} not found")]
+    #[error("manifest for {reference} not found: the registry has no such tag or digest")]
     ManifestNotFound { reference: String },
 
     #[error("blob {digest} not found in {repository} on {registry}")]
