@@ -14,9 +14,10 @@
 //! files (removed on drop).
 //!
 //! Push: each layer is sent as the store's blob of the requested compression; a layer without
-//! one is compressed once (layers in parallel, hashing in the same pass) and the result recorded
-//! by the store. Before uploading, a blob is checked with `HEAD` and, when the store remembers it
-//! in another repository of the same registry (`remotes.json`), mounted from there. Then the
+//! one is compressed once (layers in parallel, hashing in the same pass), the new blob recorded
+//! by the store while the same bytes stream to the registry. A stored blob is first checked with
+//! `HEAD` and, when the store remembers it in another repository of the same registry
+//! (`remotes.json`), mounted from there instead of uploaded. Then the
 //! config and the manifest: Docker v2 schema 2 for gzip (what `docker push` and BuildKit write
 //! by default, accepted by every registry), OCI for zstd (docker's schema has no zstd type).
 //!
