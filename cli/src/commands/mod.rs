@@ -5,6 +5,7 @@ mod registry_opts;
 
 mod images;
 mod timefmt;
+mod transfer;
 
 use std::path::PathBuf;
 mod debug;
@@ -37,6 +38,10 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove a registry's credentials from Lade's auth file
     Logout(login::LogoutArgs),
+    /// Pull an image from a registry into the store
+    Pull(transfer::PullArgs),
+    /// Push an image from the store to a registry
+    Push(transfer::PushArgs),
     /// Load images from a docker-archive or OCI-archive tarball (gzip/zstd or not)
     Load(images::LoadArgs),
     /// Save images to one tarball that `docker load` accepts and that is an OCI image layout
@@ -71,6 +76,8 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
         }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
+        Command::Pull(a) => transfer::pull(global, a),
+        Command::Push(a) => transfer::push(global, a),
         Command::Load(a) => images::load(global, a),
         Command::Save(a) => images::save(global, a),
         Command::Import(a) => images::import(global, a),

@@ -319,7 +319,7 @@ async fn chunked_and_streamed_uploads() {
         )
         .await
         .unwrap();
-    assert_eq!(digest, Digest::sha256_of(&streamed));
+    assert_eq!(digest, Digest::of(&streamed));
     assert_eq!(size, 700_000);
     assert_eq!(
         client.blob_exists(&r, &digest).await.unwrap(),
@@ -356,10 +356,7 @@ async fn index_resolves_the_requested_platform() {
         .unwrap();
     assert_eq!(got.index.as_ref().unwrap().bytes, index);
     assert_eq!(got.manifest.digest, amd.digest());
-    assert_eq!(
-        got.image.layers[0].digest,
-        Digest::sha256_of(&amd.layers[0])
-    );
+    assert_eq!(got.image.layers[0].digest, Digest::of(&amd.layers[0]));
     let got = client
         .resolve_image(&r, &Platform::parse("linux/arm64").unwrap())
         .await
@@ -408,7 +405,7 @@ async fn docker_schema2_manifest_and_list() {
     .unwrap();
     let mdigest = client
         .put_manifest(
-            &r.with_digest(Digest::sha256_of(&manifest)),
+            &r.with_digest(Digest::of(&manifest)),
             DOCKER_MANIFEST_V2,
             &manifest,
         )
