@@ -449,7 +449,10 @@ async fn missing_tag_repository_and_blob() {
     let missing = reg.reference("have/it:nope");
     let err = client.fetch_manifest(&missing).await.unwrap_err();
     assert!(matches!(err, Error::ManifestNotFound { .. }), "{err}");
-    assert_eq!(err.to_string(), format!("{} not found", missing));
+    assert_eq!(
+        err.to_string(),
+        format!("manifest for {missing} not found: the registry has no such tag or digest")
+    );
 
     let err = client
         .fetch_manifest(&reg.reference("never/pushed:1"))
