@@ -191,6 +191,9 @@ impl Store {
                 )?;
             }
         }
+        if !dry_run {
+            self.prune_remotes(&m)?;
+        }
         rep.bytes_freed = bytes;
         Ok(rep)
     }

@@ -6,6 +6,8 @@
 //!   refs.json                    the name index (see images.rs), replaced atomically
 //!   refs.lock                    flock serialising read-modify-write of refs.json
 //!   layers.lock                  flock serialising updates of layer records
+//!   remotes.json                 blobs known to be on registries, per repository (remotes.rs)
+//!   remotes.lock                 flock serialising read-modify-write of remotes.json
 //!   blobs/sha256/<hex>           content-addressed blobs (configs, layer tars, manifests)
 //!   layers/sha256/<diffid>.json  layer record: which blobs hold this layer (see layers.rs)
 //!   snapshots/<diffid>/          an unpacked layer, immutable, usable as an overlay lowerdir

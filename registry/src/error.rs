@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use lade_cache::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -13,8 +13,9 @@ pub enum Error {
     #[error("invalid reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
 
-    #[error("invalid digest {digest:?}: {reason}")]
-    InvalidDigest { digest: String, reason: String },
+    /// A store error (also invalid references and digests: the parsers are the store's).
+    #[error(transparent)]
+    Store(#[from] lade_cache::Error),
 
     #[error(
         "invalid platform {platform:?}: use os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
@@ -34,7 +35,7 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("{reference} not found")]
+    #[error("manifest for {reference} not found: the registry has no such tag or digest")]
     ManifestNotFound { reference: String },
 
     #[error("blob {digest} not found in {repository} on {registry}")]

@@ -10,6 +10,7 @@ use clap::Args;
 use lade_cache::archive::{self, SaveImage};
 use lade_cache::extract::{extract, ExtractOptions, WhiteoutMode};
 use lade_cache::{Reference, Store, TarOptions};
+use lade_registry::{ensure_image, Client, Platform, ProgressFn, PullPolicy};
 use lade_solver::context::{read_dockerignore, Context};
 use lade_solver::dockerfile::{
     lower, BuildOptions, ImageResolver, LowerError, RunNetwork, StoreCache,
@@ -37,7 +38,7 @@ pub struct BuildArgs {
     /// Do not use the build cache (every step runs; results are still recorded)
     #[arg(long)]
     no_cache: bool,
-    /// Always look for a newer version of base images (needs registry support)
+    /// Always look for a newer version of base images in their registry
     #[arg(long)]
     pull: bool,
     /// Add a label to the image; repeatable
@@ -64,6 +65,8 @@ pub struct BuildArgs {
     /// Steps run at once (default: CPU count)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    #[command(flatten)]
+    registry_opts: super::registry_opts::RegistryOpts,
     /// The build context directory, or - for a Dockerfile on standard input and no context
     context: String,
 }
@@ -102,19 +105,52 @@ fn parse_output(s: Option<&str>) -> Result<Output> {
     }
 }
 
-/// Base images from the store.
-struct LocalImages {
+/// Base images: the store's, else pulled from their registry (`ensure_image`), as BuildKit
+/// resolves FROM; `--pull` re-resolves tags.
+struct Images {
     store: Arc<Store>,
+    client: Option<Client>,
+    policy: PullPolicy,
+    rt: tokio::runtime::Handle,
+    quiet: bool,
 }
 
-impl ImageResolver for LocalImages {
-    fn resolve(&self, reference: &str) -> Result<lade_cache::Image, String> {
-        self.store.image(reference).map_err(|e| match e {
-            lade_cache::Error::NotFound(_) => format!(
-                "base image {reference:?} is not in the store: make it available with \
-                 `lade pull {reference}` or `lade load -i IMAGE.tar`"
-            ),
-            other => format!("cannot use base image {reference:?}: {other}"),
+impl ImageResolver for Images {
+    fn resolve(&self, reference: &str, platform: &str) -> Result<lade_cache::Image, String> {
+        let Some(client) = &self.client else {
+            return self.store.image(reference).map_err(|e| match e {
+                lade_cache::Error::NotFound(_) => format!(
+                    "base image {reference:?} is not in the store: make it available with \
+                     `lade pull {reference}` or `lade load -i IMAGE.tar`"
+                ),
+                other => format!("cannot use base image {reference:?}: {other}"),
+            });
+        };
+        let r = Reference::parse(reference)
+            .map_err(|e| format!("invalid base image name {reference:?}: {e}"))?;
+        let p = Platform::parse(platform).map_err(|e| format!("{e}"))?;
+        let quiet = self.quiet;
+        let shown = r.familiar();
+        let progress = ProgressFn::new(move |ev| {
+            if !quiet {
+                if let lade_registry::Progress::Started { digest, .. } = ev {
+                    eprintln!("pulling {shown}: {}", digest.short());
+                }
+            }
+        });
+        let got = self.rt.block_on(ensure_image(
+            client,
+            &self.store,
+            &r,
+            &p,
+            self.policy,
+            &progress,
+        ));
+        got.map(|e| e.image).map_err(|e| {
+            format!(
+                "base image {reference:?} is not in the store and could not be pulled: {e}; \
+                 make it available with `lade pull {reference}` or `lade load -i IMAGE.tar`"
+            )
         })
     }
 }
@@ -222,11 +258,19 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
         network,
         platform: a.platform.clone(),
     };
-    if a.pull {
-        eprintln!("warning: --pull needs registry support, which this lade build lacks; using local images");
-    }
-    let resolver = LocalImages {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let resolver = Images {
         store: store.clone(),
+        client: Some(Client::new(a.registry_opts.client_config()?)),
+        policy: if a.pull {
+            PullPolicy::Always
+        } else {
+            PullPolicy::Missing
+        },
+        rt: rt.handle().clone(),
+        quiet: a.quiet,
     };
     let lowered = match lower(&df, &opts, store.clone(), context.clone(), &resolver) {
         Ok(l) => l,
@@ -277,9 +321,6 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
     if let Some(j) = a.jobs {
         solver = solver.parallelism(j);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let cancel = lade_solver::CancellationToken::new();
     let solver = solver.cancellation(cancel.clone());
     let targets = [lowered.target];

@@ -1130,3 +1130,38 @@ fn platform_flag_sets_the_image_platform_and_target_args() {
     let err = f.build_fail(&["--platform", "nonsense/"]);
     assert!(err.contains("invalid platform"), "{err}");
 }
+
+#[test]
+fn from_pulls_a_missing_base_image_from_its_registry() {
+    use lade_registry::testing::TestRegistry;
+    let reg = TestRegistry::plain();
+    let f = Fixture::new();
+    let home = f.ts.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let remote = format!("{}/lade-build/base:1", reg.host());
+    run_ok(f.ts.lade().args(["tag", "base:1", &remote]));
+    run_ok(
+        f.ts.lade()
+            .env("HOME", &home)
+            .env("DOCKER_CONFIG", home.join("docker"))
+            .env("LADE_CONFIG", home.join("lade"))
+            .args(["push", "-q", &remote]),
+    );
+    // a second store that has never seen the image
+    let other = Fixture {
+        ts: TestStore::new(),
+        ctx: f.ctx.clone(),
+    };
+    f.dockerfile(&format!("FROM {remote}\nRUN echo pulled > /p\n"));
+    let out = other.export(&[]);
+    assert_eq!(std::fs::read_to_string(out.join("p")).unwrap(), "pulled\n");
+    // now local: no registry needed; --pull re-resolves the tag (one HEAD) and hits the cache
+    let s = other.build(&["--pull"]);
+    assert!(executed(&s).is_empty(), "{s:?}");
+    drop(reg);
+    let s = other.build(&[]);
+    assert!(
+        executed(&s).is_empty(),
+        "a fully cached rebuild needs no registry: {s:?}"
+    );
+}

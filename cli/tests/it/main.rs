@@ -6,5 +6,6 @@ mod build;
 mod common;
 mod login;
 mod parse;
+mod registry;
 mod sandbox_init;
 mod store;

@@ -58,8 +58,9 @@ pub struct BuildOptions {
 
 /// Finds base images (FROM, `COPY --from=<image>`).
 pub trait ImageResolver: Send + Sync {
-    /// The image named `reference`, or a message saying why not and what to do.
-    fn resolve(&self, reference: &str) -> Result<lade_cache::Image, String>;
+    /// The image named `reference` for `platform` (`os/arch[/variant]`), or a message saying
+    /// why not and what to do.
+    fn resolve(&self, reference: &str, platform: &str) -> Result<lade_cache::Image, String>;
 }
 
 /// What the CLI shows about a vertex.
@@ -672,8 +673,15 @@ impl<'a> Lowerer<'a> {
         Ok(v)
     }
 
-    fn resolve_image(&self, name: &str, cmd: &Command) -> Result<lade_cache::Image, LowerError> {
-        self.images.resolve(name).map_err(|e| err_at(cmd, e))
+    fn resolve_image(
+        &self,
+        name: &str,
+        platform: &str,
+        cmd: &Command,
+    ) -> Result<lade_cache::Image, LowerError> {
+        self.images
+            .resolve(name, platform)
+            .map_err(|e| err_at(cmd, e))
     }
 
     fn image_file(img: &lade_cache::Image) -> ImageFile {
@@ -710,7 +718,7 @@ impl<'a> Lowerer<'a> {
             let (img, file) = if base.eq_ignore_ascii_case("scratch") {
                 (None, None)
             } else {
-                let img = self.resolve_image(&base, from_cmd)?;
+                let img = self.resolve_image(&base, &platform, from_cmd)?;
                 let file = Self::image_file(&img);
                 (Some(img), Some(file))
             };
@@ -1441,7 +1449,7 @@ impl<'a> Lowerer<'a> {
             } else if let Some(idx) = self.stage_by_name(&v) {
                 self.stage_vertex(idx, stage, cmd, &v)?
             } else {
-                let img = self.resolve_image(&v, cmd)?;
+                let img = self.resolve_image(&v, &st.platform, cmd)?;
                 self.source_vertex(Some(&img), format!("FROM {v}"), cmd.start_line)?
             };
             inputs.push(src_vertex);
