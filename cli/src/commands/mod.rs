@@ -40,7 +40,7 @@ pub enum Command {
     /// Remove a registry's credentials from Lade's auth file
     Logout(login::LogoutArgs),
     /// Build an image from a Dockerfile
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Build-cache maintenance
     #[command(subcommand)]
     Builder(images::BuilderCommand),
@@ -82,7 +82,7 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
         }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
-        Command::Build(a) => build::build(global, a),
+        Command::Build(a) => build::build(global, *a),
         Command::Builder(c) => images::builder(global, c),
         Command::Pull(a) => transfer::pull(global, a),
         Command::Push(a) => transfer::push(global, a),
