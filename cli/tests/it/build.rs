@@ -1165,3 +1165,23 @@ fn from_pulls_a_missing_base_image_from_its_registry() {
         "a fully cached rebuild needs no registry: {s:?}"
     );
 }
+
+#[test]
+fn tty_progress_is_a_live_view() {
+    crate::common::require_tool("script", "bsdutils");
+    let f = Fixture::new();
+    f.dockerfile("FROM base:1\nRUN echo tty-line-one && echo tty-line-two\n");
+    // `script` gives lade a terminal; --progress auto then picks the live view
+    let cmd = format!(
+        "{} --root {} build --no-cache {}",
+        crate::common::lade_bin().display(),
+        f.ts.root.display(),
+        f.ctx.display()
+    );
+    let out = run_ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    assert!(out.contains("[+] Building"), "{out}");
+    assert!(out.contains("FINISHED"), "{out}");
+    assert!(out.contains("=> [2/2] RUN echo tty-line-one"), "{out}");
+    // the view redraws in place (cursor up + erase)
+    assert!(out.contains("\u{1b}["), "{out}");
+}
