@@ -242,7 +242,14 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
         None
     } else {
         let dir = Path::new(&context_dir);
-        let ignore = read_dockerignore(&dir.join(".dockerignore"))?;
+        // BuildKit: `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
+        let specific = a
+            .file
+            .as_ref()
+            .filter(|f| f.as_os_str() != "-")
+            .map(|f| PathBuf::from(format!("{}.dockerignore", f.display())))
+            .filter(|p| p.is_file());
+        let ignore = read_dockerignore(&specific.unwrap_or_else(|| dir.join(".dockerignore")))?;
         let canon = std::fs::canonicalize(dir)?;
         let key = blake3_hex(canon.as_os_str().as_encoded_bytes());
         let sc_dir = root.join("statcache");

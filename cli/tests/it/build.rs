@@ -1185,3 +1185,21 @@ fn tty_progress_is_a_live_view() {
     // the view redraws in place (cursor up + erase)
     assert!(out.contains("\u{1b}["), "{out}");
 }
+
+#[test]
+fn dockerfile_specific_dockerignore_wins() {
+    let f = Fixture::new();
+    f.write("a.txt", "a");
+    f.write("b.txt", "b");
+    f.write(".dockerignore", "a.txt\n");
+    f.write("build/app.Dockerfile", "FROM base:1\nCOPY . /ctx/\n");
+    f.write("build/app.Dockerfile.dockerignore", "b.txt\n");
+    let df = f.ctx.join("build/app.Dockerfile");
+    let out = f.export(&["-f", df.to_str().unwrap()]);
+    assert!(out.join("ctx/a.txt").exists());
+    assert!(!out.join("ctx/b.txt").exists());
+    f.dockerfile("FROM base:1\nCOPY . /ctx/\n");
+    let out = f.export(&[]);
+    assert!(!out.join("ctx/a.txt").exists());
+    assert!(out.join("ctx/b.txt").exists());
+}
