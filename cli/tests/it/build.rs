@@ -1203,3 +1203,29 @@ fn dockerfile_specific_dockerignore_wins() {
     assert!(!out.join("ctx/a.txt").exists());
     assert!(out.join("ctx/b.txt").exists());
 }
+
+#[test]
+fn copy_link_is_independent_of_the_parent() {
+    let f = Fixture::new();
+    f.write("a.txt", "a\n");
+    f.dockerfile("FROM base:1\nRUN echo one > /one\nCOPY --link a.txt /app/\nRUN cat /app/a.txt /one > /both\n");
+    let out = f.export(&[]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("both")).unwrap(),
+        "a\none\n"
+    );
+    assert_eq!(meta(&out.join("app")), (0o755, 0, 0));
+    // a change before it re-runs that step and what follows the merge, not the linked copy
+    f.dockerfile("FROM base:1\nRUN echo two > /one\nCOPY --link a.txt /app/\nRUN cat /app/a.txt /one > /both\n");
+    let s = f.build(&[]);
+    assert_eq!(
+        executed(&s),
+        ["RUN echo two > /one", "RUN cat /app/a.txt /one > /both"],
+        "{s:?}"
+    );
+    let out = f.export(&[]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("both")).unwrap(),
+        "a\ntwo\n"
+    );
+}

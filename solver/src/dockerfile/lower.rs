@@ -15,7 +15,7 @@ use super::image::{
     fill_created, go_duration, go_list, go_quote_list, go_quote_rune, Config, History, HistoryItem,
     ImageFile, RootFs, HISTORY_COMMENT,
 };
-use super::ops::{CopyVertexOp, SourceOp, SourceSpec};
+use super::ops::{CopyVertexOp, MergeOp, SourceOp, SourceSpec};
 use super::run::{RunMountSpec, RunNetwork, RunVertexOp};
 use super::{LowerError, StepValue};
 use crate::context::Context;
@@ -1358,9 +1358,9 @@ impl<'a> Lowerer<'a> {
         c: CopyLike<'_>,
         onbuild: bool,
     ) -> Result<(), LowerError> {
-        let (exclude_words, parents) = match c {
-            CopyLike::Copy(c) => (c.exclude.clone(), c.parents),
-            CopyLike::Add(a) => (a.exclude.clone(), false),
+        let (exclude_words, parents, link) = match c {
+            CopyLike::Copy(c) => (c.exclude.clone(), c.parents, c.link),
+            CopyLike::Add(a) => (a.exclude.clone(), false, a.link),
         };
         if parents {
             return Err(err_at(
@@ -1543,8 +1543,39 @@ impl<'a> Lowerer<'a> {
             exclude,
             downloads: Default::default(),
         };
-        let v = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;
-        st.vertex = v;
+        // --link (BuildKit's MergeOp): the files are copied onto an empty filesystem, so the
+        // expensive step's key does not depend on the parent, then the layer is stacked on the
+        // parent by a trivial merge. A --chown by name needs the parent's /etc/passwd: then the
+        // copy is done on the parent as without --link (same files).
+        let by_name = op
+            .chown
+            .as_deref()
+            .is_some_and(|c| c.split(':').any(|p| p.parse::<u32>().is_err()));
+        let (v, merged) = if link && !by_name {
+            b.u8(1);
+            let empty = self.source_vertex(None, "FROM scratch".into(), cmd.start_line)?;
+            inputs[0] = empty;
+            let copied = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;
+            let mut mb = DigestBuilder::new("lade dockerfile merge v1");
+            mb.u64(2);
+            let merged = self.add_vertex(
+                StepInfo {
+                    name: "merge".into(),
+                    instruction: "merge".into(),
+                    line: cmd.start_line,
+                    hidden: true,
+                },
+                mb.finish(),
+                Arc::new(MergeOp),
+                &[st.vertex, copied],
+                true,
+            )?;
+            (copied, merged)
+        } else {
+            let v = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;
+            (v, v)
+        };
+        st.vertex = merged;
         let kw = if is_add { "ADD" } else { "COPY" };
         st.commit(
             format!("{kw} {} {dest_raw} # buildkit", msg_sources.join(" ")),

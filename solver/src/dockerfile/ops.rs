@@ -41,6 +41,27 @@ impl Op<StepValue> for SourceOp {
     }
 }
 
+/// `COPY --link`'s merge: input 0's layers with input 1's (made on an empty filesystem) on top.
+pub(crate) struct MergeOp;
+
+impl Op<StepValue> for MergeOp {
+    fn run(&self, cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
+        let mut it = cx.inputs.into_iter();
+        let r = match (it.next(), it.next()) {
+            (Some(base), Some(top)) => {
+                let mut layers = base.layers.to_vec();
+                layers.extend(top.layers.iter().cloned());
+                Ok(StepValue {
+                    layers: Arc::new(layers),
+                    created: top.created.clone(),
+                })
+            }
+            _ => Err("merge needs two inputs".into()),
+        };
+        Box::pin(async move { r })
+    }
+}
+
 /// One COPY/ADD source as lowered.
 #[derive(Debug, Clone)]
 pub(crate) enum SourceSpec {
