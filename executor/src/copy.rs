@@ -61,10 +61,18 @@ pub enum CopyItem {
         matched: PathBuf,
         /// The entries to copy, the source itself first, parents before children.
         entries: Vec<ContextEntry>,
+        /// `--parents`: the path recreated under the destination (the matched path, or what
+        /// follows a `/./` pivot in the pattern).
+        keep: Option<PathBuf>,
     },
     /// A pattern (Go wildcards) matched at run time in source view `view` (another stage or an
     /// image, see [`CopyOp::sources`]).
-    Layers { view: usize, pattern: String },
+    Layers {
+        view: usize,
+        pattern: String,
+        /// `--parents`: the in-root prefix not recreated (before a `/./` pivot; `/` for none).
+        pivot: Option<String>,
+    },
     /// An inline file: a heredoc or a downloaded URL.
     File {
         name: String,
@@ -157,6 +165,8 @@ struct Source<'a> {
     entries: Vec<(String, String)>,
     /// Files from the build context are owned by root unless `--chown`.
     context: bool,
+    /// `--parents`: the path (relative) recreated under the destination.
+    keep: Option<String>,
 }
 
 impl<'a> Copier<'a> {
@@ -192,6 +202,7 @@ impl<'a> Copier<'a> {
                     root,
                     matched,
                     entries,
+                    keep,
                 } => {
                     let src_root = Root::open(root)?;
                     let src = Source {
@@ -207,13 +218,18 @@ impl<'a> Copier<'a> {
                             })
                             .collect(),
                         context: true,
+                        keep: keep.as_ref().map(|k| k.to_string_lossy().into_owned()),
                     };
                     if self.op.unpack && self.try_unpack(&src_root, &src)? {
                         continue;
                     }
                     self.copy_source(&src)?;
                 }
-                CopyItem::Layers { view, pattern } => {
+                CopyItem::Layers {
+                    view,
+                    pattern,
+                    pivot,
+                } => {
                     let root = views
                         .get(*view)
                         .ok_or_else(|| Error::Invalid(format!("no source view {view}")))?;
@@ -231,11 +247,21 @@ impl<'a> Copier<'a> {
                         let mut entries = Vec::new();
                         walk(root, &followed, "", &mut entries)?;
                         entries.retain(|(_, rel)| rel.is_empty() || !excluded(rel));
+                        let keep = pivot.as_ref().map(|p| {
+                            let p = clean(p);
+                            match matched.strip_prefix(p.as_str()) {
+                                Some(r) if p != "/" && (r.is_empty() || r.starts_with('/')) => {
+                                    r.trim_start_matches('/').to_string()
+                                }
+                                _ => matched.trim_start_matches('/').to_string(),
+                            }
+                        });
                         self.copy_source(&Source {
                             root: Some(root),
                             matched,
                             entries,
                             context: false,
+                            keep,
                         })?;
                     }
                 }
@@ -278,7 +304,17 @@ impl<'a> Copier<'a> {
         let top = root
             .lstat(top_path)?
             .ok_or_else(|| Error::NotFound(src.matched.clone()))?;
-        let target = self.target_for(top.kind, &src.matched)?;
+        let target = match src.keep.as_deref().filter(|k| !k.is_empty()) {
+            Some(keep) => {
+                // --parents: the matched path is recreated under the destination directory
+                let dest = self.dst.resolve(&self.op.dest)?;
+                let target = join(&dest, keep);
+                let parent = split(&target).map_or("/".to_string(), |(p, _)| p.to_string());
+                self.dst.mkdir_all(&parent, 0o755, self.owner, None)?;
+                target
+            }
+            None => self.target_for(top.kind, &src.matched)?,
+        };
         // hard links are kept within one source, not across sources (BuildKit copies each
         // source with a copier of its own)
         self.inodes.clear();

@@ -1229,3 +1229,27 @@ fn copy_link_is_independent_of_the_parent() {
         "a\ntwo\n"
     );
 }
+
+#[test]
+fn copy_parents_keeps_source_paths() {
+    let f = Fixture::new();
+    f.write("x/a.txt", "a");
+    f.write("y/b.txt", "b");
+    f.write("src/pkg/mod/c.txt", "c");
+    f.dockerfile(
+        "FROM base:1 AS s\nCOPY . /tree/\nFROM base:1\nCOPY --parents x/a.txt y/b.txt /p/\nCOPY --parents */*.txt /g/\nCOPY --parents ./src/./pkg/mod /pivot/\nCOPY --parents --from=s /tree/x/a.txt /tree/./y/b.txt /fs/\n",
+    );
+    let out = f.export(&[]);
+    for p in [
+        "p/x/a.txt",
+        "p/y/b.txt",
+        "g/x/a.txt",
+        "g/y/b.txt",
+        "pivot/pkg/mod/c.txt",
+        "fs/tree/x/a.txt",
+        "fs/y/b.txt",
+    ] {
+        assert!(out.join(p).is_file(), "{p}");
+    }
+    assert!(!out.join("pivot/src").exists());
+}

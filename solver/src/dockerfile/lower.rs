@@ -970,6 +970,7 @@ impl<'a> Lowerer<'a> {
                     unpack: false,
                     mkdir_only: true,
                     exclude: Vec::new(),
+                    parents: false,
                     downloads: Default::default(),
                 };
                 let v = self.add_vertex(info, b.finish(), Arc::new(op), &[st.vertex], false)?;
@@ -1362,12 +1363,6 @@ impl<'a> Lowerer<'a> {
             CopyLike::Copy(c) => (c.exclude.clone(), c.parents, c.link),
             CopyLike::Add(a) => (a.exclude.clone(), false, a.link),
         };
-        if parents {
-            return Err(err_at(
-                cmd,
-                "--parents is not supported yet by lade: use separate COPY instructions",
-            ));
-        }
         let mut exclude = Vec::new();
         for w in &exclude_words {
             exclude.push(self.expand(st, cmd, &w.value)?);
@@ -1509,6 +1504,7 @@ impl<'a> Lowerer<'a> {
             .u8(u8::from(unpack))
             .str(&from_desc)
             .str(&st.platform);
+        b.u8(u8::from(parents));
         b.u64(exclude.len() as u64);
         for x in &exclude {
             b.str(x);
@@ -1541,6 +1537,7 @@ impl<'a> Lowerer<'a> {
             unpack,
             mkdir_only: false,
             exclude,
+            parents,
             downloads: Default::default(),
         };
         // --link (BuildKit's MergeOp): the files are copied onto an empty filesystem, so the

@@ -41,6 +41,30 @@ impl Op<StepValue> for SourceOp {
     }
 }
 
+/// The part of a `--parents` source pattern that is not recreated: what precedes a `/./`
+/// pivot, else nothing (`/`).
+pub(crate) fn pivot_of(pattern: &str) -> String {
+    let mut q = pattern.trim_start_matches('/');
+    while let Some(r) = q.strip_prefix("./") {
+        q = r.trim_start_matches('/');
+    }
+    match q.find("/./") {
+        Some(i) => lade_executor::rootfs::clean(&q[..i]),
+        None => "/".to_string(),
+    }
+}
+
+/// `path` (in-root) relative to `prefix` (in-root, cleaned), component-wise.
+pub(crate) fn relative_to(path: &str, prefix: &str) -> String {
+    if prefix == "/" {
+        return path.trim_start_matches('/').to_string();
+    }
+    match path.strip_prefix(prefix) {
+        Some(r) if r.is_empty() || r.starts_with('/') => r.trim_start_matches('/').to_string(),
+        _ => path.trim_start_matches('/').to_string(),
+    }
+}
+
 /// `COPY --link`'s merge: input 0's layers with input 1's (made on an empty filesystem) on top.
 pub(crate) struct MergeOp;
 
@@ -94,6 +118,8 @@ pub(crate) struct CopyVertexOp {
     pub mkdir_only: bool,
     /// `--exclude` patterns (paths relative to each copied source).
     pub exclude: Vec<String>,
+    /// `--parents`: keep each source's path (after a `/./` pivot) under the destination.
+    pub parents: bool,
     /// Downloads made while computing the input digest, reused by the run.
     pub downloads: std::sync::Mutex<Vec<(String, Download, Arc<tempfile::TempDir>)>>,
 }
@@ -226,12 +252,17 @@ impl Op<StepValue> for CopyVertexOp {
                                         path: e.entry.path.clone(),
                                     })
                                     .collect(),
+                                keep: self.parents.then(|| {
+                                    let m = format!("/{}", src.path.display());
+                                    std::path::PathBuf::from(relative_to(&m, &pivot_of(p)))
+                                }),
                             });
                         }
                     }
                     SourceSpec::Layers { view, pattern } => items.push(CopyItem::Layers {
                         view: *view,
                         pattern: pattern.clone(),
+                        pivot: self.parents.then(|| pivot_of(pattern)),
                     }),
                     SourceSpec::Url { url, checksum } => {
                         let (dl, dir) = self.fetch(url, checksum.as_deref()).await?;
