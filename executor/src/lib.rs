@@ -93,3 +93,8 @@ pub(crate) fn io_err<'a>(
         source,
     }
 }
+
+/// Removes an overlay work dir (overlayfs leaves `work/work` at mode 000).
+pub(crate) fn sandbox_remove(p: &std::path::Path) {
+    let _ = lade_runtime::remove_tree(p);
+}

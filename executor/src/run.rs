@@ -204,12 +204,43 @@ pub async fn run(
         });
     }
     let upperdir = finished.upperdir.unwrap_or(upper);
+    let targets: Vec<String> = spec.mounts.iter().map(|m| m.destination.clone()).collect();
     let rec = tokio::task::spawn_blocking(move || {
+        if !targets.is_empty() {
+            keep_mountpoints(&lowers, &upperdir, tmp.path(), &targets)?;
+        }
         let r = store.commit_upperdir(&upperdir, &TarOptions::default());
         drop(tmp);
-        r
+        Ok::<_, Error>(r?)
     })
     .await
     .map_err(|e| Error::Invalid(format!("worker task failed: {e}")))??;
     Ok(rec)
+}
+
+/// BuildKit leaves the mount points of `RUN --mount` in the image (empty directories), while the
+/// sandbox removes the stubs it made: recreate them in the upperdir through an overlay of the
+/// lower layers, so missing parents are copied up with their own metadata.
+fn keep_mountpoints(
+    lowers: &[PathBuf],
+    upper: &std::path::Path,
+    tmp: &std::path::Path,
+    targets: &[String],
+) -> Result<()> {
+    let work = tmp.join("mp-work");
+    let mnt = tmp.join("mp-root");
+    let empty = tmp.join("mp-empty");
+    for d in [&work, &mnt, &empty] {
+        std::fs::create_dir_all(d).map_err(crate::io_err("create", d))?;
+    }
+    crate::mountns::in_private_mount_ns(|| {
+        crate::mountns::mount_overlay(&mnt, lowers, Some((upper, &work)), &empty)?;
+        let root = crate::rootfs::Root::open(&mnt)?;
+        for t in targets {
+            root.mkdir_all(t, 0o755, None, None)?;
+        }
+        Ok(())
+    })?;
+    crate::sandbox_remove(&work);
+    Ok(())
 }
