@@ -204,7 +204,13 @@ pub async fn run(
         });
     }
     let upperdir = finished.upperdir.unwrap_or(upper);
-    let targets: Vec<String> = spec.mounts.iter().map(|m| m.destination.clone()).collect();
+    // directory mounts only: a secret's file mount point is not kept
+    let targets: Vec<String> = spec
+        .mounts
+        .iter()
+        .filter(|m| m.source.is_dir())
+        .map(|m| m.destination.clone())
+        .collect();
     let rec = tokio::task::spawn_blocking(move || {
         if !targets.is_empty() {
             keep_mountpoints(&lowers, &upperdir, tmp.path(), &targets)?;

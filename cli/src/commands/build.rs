@@ -62,6 +62,9 @@ pub struct BuildArgs {
     /// Output: type=image (default), docker|oci,dest=FILE, tar,dest=FILE|-, local,dest=DIR
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR; repeatable
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    secrets: Vec<String>,
     /// Steps run at once (default: CPU count)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
@@ -258,7 +261,41 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot read the build context {}", dir.display()))?;
         Some(Arc::new(ctx))
     };
+    let mut secrets = Vec::new();
+    for spec in &a.secrets {
+        let mut id = None;
+        let mut content = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => {
+                    content = Some(
+                        std::fs::read(v)
+                            .with_context(|| format!("cannot read the secret file {v}"))?,
+                    )
+                }
+                Some(("env", v)) => {
+                    content = Some(
+                        std::env::var(v)
+                            .with_context(|| format!("secret env {v} is not set"))?
+                            .into_bytes(),
+                    )
+                }
+                Some(("type", _)) => {}
+                _ => bail!("invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow::anyhow!("--secret {spec:?} needs id=ID"))?;
+        let content = match content {
+            Some(c) => c,
+            None => std::env::var(&id)
+                .map(String::into_bytes)
+                .with_context(|| format!("--secret {spec:?} needs src=PATH or env=VAR"))?,
+        };
+        secrets.push((id, Arc::new(content)));
+    }
     let opts = BuildOptions {
+        secrets,
         build_args,
         target: a.target.clone(),
         labels,

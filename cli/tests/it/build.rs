@@ -1253,3 +1253,35 @@ fn copy_parents_keeps_source_paths() {
     }
     assert!(!out.join("pivot/src").exists());
 }
+
+#[test]
+fn secrets_reach_run_but_no_layer_and_no_key() {
+    let f = Fixture::new();
+    let secret = f.ts.path("token");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    f.dockerfile(
+        "FROM base:1\nRUN --mount=type=secret,id=token cat /run/secrets/token > /copied && ls -l /run/secrets/token > /perm\nRUN --mount=type=secret,id=opt,target=/opt/x test ! -e /opt/x\n",
+    );
+    let spec = format!("id=token,src={}", secret.display());
+    let out = f.export(&["--secret", &spec]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("copied")).unwrap(),
+        "s3cr3t"
+    );
+    assert!(std::fs::read_to_string(out.join("perm"))
+        .unwrap()
+        .starts_with("-r--------"));
+    assert!(
+        !out.join("run/secrets/token").exists(),
+        "no secret in the image"
+    );
+    // the secret's content is not part of the key (as BuildKit)
+    std::fs::write(&secret, "changed").unwrap();
+    let s = f.build(&["--secret", &spec]);
+    assert!(executed(&s).is_empty(), "{s:?}");
+    // a required secret that is missing is an error naming it
+    f.dockerfile("FROM base:1\nRUN --mount=type=secret,id=need,required=true true\n");
+    let err = f.build_fail(&[]);
+    assert!(err.contains("secret need not found"), "{err}");
+    f.check_store();
+}

@@ -54,6 +54,8 @@ pub struct BuildOptions {
     pub network: RunNetwork,
     /// `--platform os/arch[/variant]`; default the host's.
     pub platform: Option<String>,
+    /// `--secret id=ID,src=PATH|env=VAR`: secret id -> its content (never in keys or layers).
+    pub secrets: Vec<(String, Arc<Vec<u8>>)>,
 }
 
 /// Finds base images (FROM, `COPY --from=<image>`).
@@ -1289,10 +1291,59 @@ impl<'a> Lowerer<'a> {
         } else {
             st.config.working_dir.clone()
         };
-        if matches!(m.kind, MountType::Secret | MountType::Ssh) {
+        if m.kind == MountType::Secret {
+            let id = m
+                .id
+                .clone()
+                .or_else(|| {
+                    m.target
+                        .as_deref()
+                        .and_then(|t| t.rsplit('/').next())
+                        .map(String::from)
+                })
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| err_at(cmd, "invalid --mount: a secret needs an id or a target"))?;
+            if m.env.is_some() {
+                return Err(err_at(
+                    cmd,
+                    "RUN --mount=type=secret,env=... is not supported yet by lade: mount it as a file",
+                ));
+            }
+            let target = m
+                .target
+                .clone()
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| format!("/run/secrets/{id}"));
+            let target = if target.starts_with('/') {
+                lade_executor::rootfs::clean(&target)
+            } else {
+                lade_executor::rootfs::join(&wd, &target)
+            };
+            let content = self
+                .opts
+                .secrets
+                .iter()
+                .find(|(k, _)| *k == id)
+                .map(|(_, v)| v.clone());
+            if content.is_none() && m.required {
+                return Err(err_at(
+                    cmd,
+                    format!("secret {id} not found: give it with `lade build --secret id={id},src=FILE`"),
+                ));
+            }
+            return Ok(RunMountSpec::Secret {
+                id,
+                target,
+                mode: m.mode.unwrap_or(0o400),
+                uid: m.uid.unwrap_or(0),
+                gid: m.gid.unwrap_or(0),
+                content,
+            });
+        }
+        if m.kind == MountType::Ssh {
             return Err(err_at(
                 cmd,
-                format!("RUN --mount=type={} is not supported yet by lade", m.kind),
+                "RUN --mount=type=ssh is not supported yet by lade",
             ));
         }
         let target = m

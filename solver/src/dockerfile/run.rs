@@ -47,6 +47,16 @@ pub(crate) enum RunMountSpec {
     Tmpfs { target: String },
     /// A path of the build context, read-only; its content is part of the step's key.
     Context { source: String, target: String },
+    /// A secret file (`--secret`), read-only; its content is in no key and no layer.
+    Secret {
+        id: String,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        /// `None`: not given and not required, so not mounted.
+        content: Option<Arc<Vec<u8>>>,
+    },
 }
 
 impl RunMountSpec {
@@ -70,6 +80,17 @@ impl RunMountSpec {
             }
             RunMountSpec::Context { source, target } => {
                 b.u8(3).str(source).str(target);
+            }
+            RunMountSpec::Secret {
+                id,
+                target,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                b.u8(4).str(id).str(target).u64(u64::from(*mode));
+                b.u64(u64::from(*uid)).u64(u64::from(*gid));
             }
         }
     }
@@ -150,6 +171,28 @@ impl RunVertexOp {
                         temp: true,
                     });
                 }
+                RunMountSpec::Secret {
+                    target,
+                    mode,
+                    uid,
+                    gid,
+                    content,
+                    ..
+                } => {
+                    let Some(content) = content else { continue };
+                    let dir = self.store.temp_dir("secret-")?.keep();
+                    let file = dir.join("secret");
+                    std::fs::write(&file, content.as_slice())?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
+                    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))?;
+                    out.push(HostMount {
+                        source: file,
+                        destination: target.clone(),
+                        readonly: true,
+                        temp: true,
+                    });
+                }
                 RunMountSpec::Context { source, target } => {
                     let ctx = self.context.as_ref().ok_or("no build context")?;
                     let sel = ctx.select(&[source.as_str()])?;
@@ -225,7 +268,14 @@ impl Op<StepValue> for RunVertexOp {
             .await;
             drop(locks);
             for m in mounts.iter().filter(|m| m.temp) {
-                let _ = lade_runtime_remove(&m.source);
+                let p = if m.source.is_file() {
+                    m.source.parent().map(std::path::Path::to_path_buf)
+                } else {
+                    Some(m.source.clone())
+                };
+                if let Some(p) = p {
+                    let _ = lade_runtime_remove(&p);
+                }
             }
             let rec = rec?;
             let mut layers = parent.layers.to_vec();
