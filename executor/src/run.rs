@@ -51,6 +51,10 @@ pub struct HostMount {
     pub readonly: bool,
     /// Scratch space of this step only (the caller removes it).
     pub temp: bool,
+    /// Mount a view instead of `source` as is: an overlay of these snapshot dirs (bottom
+    /// first; `source` is then unused), or of `source` itself when empty, read-only or with
+    /// a throwaway upperdir when writable; `subpath` (in-root) of it is what is bound.
+    pub view: Option<(Vec<PathBuf>, String)>,
 }
 
 /// Receives the command's output as it comes (`true` for stderr).
@@ -122,13 +126,32 @@ pub async fn run(
             });
         }
     }
-    for m in &spec.mounts {
-        mounts.push(BindMount {
-            source: m.source.clone(),
-            destination: m.destination.clone(),
-            readonly: m.readonly,
-        });
+    let mut views = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        match &m.view {
+            None => mounts.push(BindMount {
+                source: m.source.clone(),
+                destination: m.destination.clone(),
+                readonly: m.readonly,
+            }),
+            Some((layers, subpath)) => {
+                let dir = tmp.path().join(format!("view{i}"));
+                let lowers = if layers.is_empty() {
+                    vec![m.source.clone()]
+                } else {
+                    layers.clone()
+                };
+                views.push((
+                    dir,
+                    lowers,
+                    subpath.clone(),
+                    m.readonly,
+                    m.destination.clone(),
+                ));
+            }
+        }
     }
+    let empty_view = tmp.path().join("view-empty");
     let network = if spec.host_network {
         NetworkMode::Host
     } else {
@@ -161,9 +184,44 @@ pub async fn run(
     let t_out = reader(out_r, false, log.clone());
     let t_err = reader(err_r, true, log.clone());
     let command = spec.args.join(" ");
-    let spawned = tokio::task::spawn_blocking(move || Runtime::new().spawn(&sspec, stdio))
-        .await
-        .map_err(|e| Error::Invalid(format!("worker task failed: {e}")))?;
+    let spawned = tokio::task::spawn_blocking(move || -> Result<_> {
+        if views.is_empty() {
+            return Ok(Runtime::new().spawn(&sspec, stdio));
+        }
+        // Views of other stages (or writable views of the context) are overlays mounted in a
+        // private mount namespace; the sandbox, spawned from the same thread, starts with a
+        // copy of that namespace and binds them. The host never sees these mounts.
+        std::fs::create_dir_all(&empty_view).map_err(crate::io_err("create", &empty_view))?;
+        crate::mountns::in_private_mount_ns(move || {
+            let mut sspec = sspec;
+            for (dir, lowers, subpath, readonly, dest) in &views {
+                let root = dir.join("root");
+                std::fs::create_dir_all(&root).map_err(crate::io_err("create", &root))?;
+                if *readonly {
+                    crate::mountns::mount_overlay(&root, lowers, None, &empty_view)?;
+                } else {
+                    let (up, wk) = (dir.join("upper"), dir.join("work"));
+                    for d in [&up, &wk] {
+                        std::fs::create_dir_all(d).map_err(crate::io_err("create", d))?;
+                    }
+                    crate::mountns::mount_overlay(&root, lowers, Some((&up, &wk)), &empty_view)?;
+                }
+                let r = crate::rootfs::Root::open(&root)?;
+                let resolved = r.resolve(subpath)?;
+                if r.lstat(&resolved)?.is_none() {
+                    return Err(Error::NotFound(format!("bind source {subpath}")));
+                }
+                sspec.mounts.push(BindMount {
+                    source: root.join(resolved.trim_start_matches('/')),
+                    destination: dest.clone(),
+                    readonly: *readonly,
+                });
+            }
+            Ok(Runtime::new().spawn(&sspec, stdio))
+        })
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("worker task failed: {e}")))??;
     let sandbox = match spawned {
         Ok(s) => s,
         Err(e) => {
@@ -208,7 +266,7 @@ pub async fn run(
     let targets: Vec<String> = spec
         .mounts
         .iter()
-        .filter(|m| m.source.is_dir())
+        .filter(|m| m.view.is_some() || m.source.is_dir())
         .map(|m| m.destination.clone())
         .collect();
     let rec = tokio::task::spawn_blocking(move || {

@@ -1285,3 +1285,35 @@ fn secrets_reach_run_but_no_layer_and_no_key() {
     assert!(err.contains("secret need not found"), "{err}");
     f.check_store();
 }
+
+#[test]
+fn run_bind_mounts_from_stages_images_and_writable_context() {
+    let f = Fixture::new();
+    f.write("data/in.txt", "ctx\n");
+    f.dockerfile(
+        r#"FROM base:1 AS tools
+RUN mkdir -p /out && echo from-stage > /out/tool.txt
+FROM base:1
+RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools cat /mnt/tools/tool.txt > /a.txt
+RUN --mount=type=bind,from=base:1,source=/etc,target=/mnt/etc test -f /mnt/etc/passwd && echo img > /b.txt
+RUN --mount=type=bind,source=data,target=/src,rw echo scribble > /src/in.txt && cat /src/in.txt > /c.txt
+RUN --mount=type=bind,from=tools,target=/t touch /t/ro 2>/dev/null && echo writable > /d.txt || echo read-only > /d.txt
+"#,
+    );
+    let out = f.export(&[]);
+    let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("a.txt"), "from-stage\n");
+    assert_eq!(read("b.txt"), "img\n");
+    assert_eq!(read("c.txt"), "scribble\n");
+    assert_eq!(read("d.txt"), "read-only\n");
+    // the writable bind did not write into the build context, nor into the image
+    assert_eq!(
+        std::fs::read_to_string(f.ctx.join("data/in.txt")).unwrap(),
+        "ctx\n"
+    );
+    assert!(!out.join("src/in.txt").exists());
+    // the stage bound in is part of the key: changing it re-runs the step
+    let s = f.build(&[]);
+    assert!(executed(&s).is_empty(), "{s:?}");
+    f.check_store();
+}

@@ -257,6 +257,8 @@ struct Lowerer<'a> {
     sources: HashMap<String, VertexId>,
     /// A suffix for the next RUN's display name (BuildKit's heredoc summary).
     pending_suffix: Option<String>,
+    /// The stage being lowered.
+    current_stage: usize,
 }
 
 /// Lowers `df` for `opts`. `context` is the build context (None for a Dockerfile from stdin);
@@ -299,6 +301,7 @@ pub fn lower(
         explicit_platform,
         sources: HashMap::new(),
         pending_suffix: None,
+        current_stage: 0,
     };
     l.global_args()?;
     l.pass1()?;
@@ -499,6 +502,19 @@ impl<'a> Lowerer<'a> {
             let base_stage = self.stage_by_name(&base).filter(|&b| b < i);
             let mut deps = Vec::new();
             for c in &st.commands {
+                if let Instruction::Run(r) = &c.instruction {
+                    for m in &r.mounts {
+                        if let Some(from) = m.mount.as_ref().and_then(|m| m.from.as_ref()) {
+                            if let Ok(idx) = from.parse::<usize>() {
+                                if idx < total {
+                                    deps.push(idx);
+                                }
+                            } else if let Some(s) = self.stage_by_name(from) {
+                                deps.push(s);
+                            }
+                        }
+                    }
+                }
                 let from = match &c.instruction {
                     Instruction::Copy(Copy { from: Some(f), .. }) => f,
                     _ => continue,
@@ -691,6 +707,7 @@ impl<'a> Lowerer<'a> {
     }
 
     fn lower_stage(&mut self, i: usize) -> Result<(), LowerError> {
+        self.current_stage = i;
         let df = self.df;
         let stage = &df.stages[i];
         let from_cmd = &stage.from_command;
@@ -1190,6 +1207,7 @@ impl<'a> Lowerer<'a> {
             Some(NetworkMode::Host) => RunNetwork::Host,
         };
         let mut mounts = Vec::new();
+        let mut extra: Vec<VertexId> = Vec::new();
         for m in &r.mounts {
             let rm = match &m.mount {
                 Some(rm) => rm.clone(),
@@ -1204,7 +1222,7 @@ impl<'a> Lowerer<'a> {
                     .map_err(|e| err_at(cmd, format!("invalid --mount: {e}")))?
                 }
             };
-            mounts.push(self.run_mount(st, cmd, &rm)?);
+            mounts.push(self.run_mount(st, cmd, &rm, &mut extra)?);
         }
         let env: Vec<String> = st.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let cwd = if st.config.working_dir.is_empty() {
@@ -1256,7 +1274,9 @@ impl<'a> Lowerer<'a> {
             mounts,
             context: self.context.clone(),
         };
-        let v = self.add_vertex(info, b.finish(), Arc::new(op), &[st.vertex], false)?;
+        let mut inputs = vec![st.vertex];
+        inputs.extend(extra);
+        let v = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;
         st.vertex = v;
         // history: `RUN |N K=V ... argv # buildkit`
         let mut parts = Vec::new();
@@ -1279,11 +1299,30 @@ impl<'a> Lowerer<'a> {
     }
 
     /// A `RUN --mount`: cache and tmpfs mounts, and read-only binds of the build context.
+    /// The vertex of a `--mount ...,from=`: an earlier stage (name or index) or an image.
+    fn mount_source_vertex(
+        &mut self,
+        from: &str,
+        st: &State,
+        cmd: &Command,
+    ) -> Result<VertexId, LowerError> {
+        let current = self.current_stage;
+        if let Ok(idx) = from.parse::<usize>() {
+            return self.stage_vertex(idx, current, cmd, from);
+        }
+        if let Some(idx) = self.stage_by_name(from) {
+            return self.stage_vertex(idx, current, cmd, from);
+        }
+        let img = self.resolve_image(from, &st.platform, cmd)?;
+        self.source_vertex(Some(&img), format!("FROM {from}"), cmd.start_line)
+    }
+
     fn run_mount(
-        &self,
+        &mut self,
         st: &State,
         cmd: &Command,
         m: &lade_parser::RunMount,
+        extra: &mut Vec<VertexId>,
     ) -> Result<RunMountSpec, LowerError> {
         use lade_parser::mount::MountType;
         let wd = if st.config.working_dir.is_empty() {
@@ -1375,25 +1414,30 @@ impl<'a> Lowerer<'a> {
             }
             MountType::Tmpfs => Ok(RunMountSpec::Tmpfs { target }),
             MountType::Bind => {
-                if m.from.is_some() {
-                    return Err(err_at(
-                        cmd,
-                        "RUN --mount=type=bind,from=<stage|image> is not supported yet by lade: bind the build context, or COPY --from",
-                    ));
+                let source = m.source.clone().unwrap_or_else(|| ".".into());
+                match &m.from {
+                    Some(from) => {
+                        let v = self.mount_source_vertex(from, st, cmd)?;
+                        let view = extra.len();
+                        extra.push(v);
+                        Ok(RunMountSpec::Layers {
+                            view,
+                            source: lade_executor::rootfs::clean(&source),
+                            target,
+                            readonly: m.readonly,
+                        })
+                    }
+                    None => {
+                        if self.context.is_none() {
+                            return Err(err_at(cmd, "RUN --mount=type=bind needs a build context"));
+                        }
+                        Ok(RunMountSpec::Context {
+                            source,
+                            target,
+                            readonly: m.readonly,
+                        })
+                    }
                 }
-                if !m.readonly {
-                    return Err(err_at(
-                        cmd,
-                        "RUN --mount=type=bind,rw is not supported yet by lade (it would write into the build context)",
-                    ));
-                }
-                if self.context.is_none() {
-                    return Err(err_at(cmd, "RUN --mount=type=bind needs a build context"));
-                }
-                Ok(RunMountSpec::Context {
-                    source: m.source.clone().unwrap_or_else(|| ".".into()),
-                    target,
-                })
             }
             other => Err(err_at(
                 cmd,

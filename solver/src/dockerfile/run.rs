@@ -45,8 +45,20 @@ pub(crate) enum RunMountSpec {
     },
     /// An empty scratch directory, discarded after the step.
     Tmpfs { target: String },
-    /// A path of the build context, read-only; its content is part of the step's key.
-    Context { source: String, target: String },
+    /// A path of the build context (read-only, or writable with the writes discarded); its
+    /// content is part of the step's key.
+    Context {
+        source: String,
+        target: String,
+        readonly: bool,
+    },
+    /// A path of another stage or an image (input `1 + view` of the RUN vertex).
+    Layers {
+        view: usize,
+        source: String,
+        target: String,
+        readonly: bool,
+    },
     /// A secret file (`--secret`), read-only; its content is in no key and no layer.
     Secret {
         id: String,
@@ -78,8 +90,21 @@ impl RunMountSpec {
             RunMountSpec::Tmpfs { target } => {
                 b.u8(2).str(target);
             }
-            RunMountSpec::Context { source, target } => {
-                b.u8(3).str(source).str(target);
+            RunMountSpec::Context {
+                source,
+                target,
+                readonly,
+            } => {
+                b.u8(3).str(source).str(target).u8(u8::from(*readonly));
+            }
+            RunMountSpec::Layers {
+                view,
+                source,
+                target,
+                readonly,
+            } => {
+                b.u8(5).u64(*view as u64).str(source).str(target);
+                b.u8(u8::from(*readonly));
             }
             RunMountSpec::Secret {
                 id,
@@ -122,7 +147,10 @@ impl RunVertexOp {
     }
 
     /// Host directories for the mounts (created as needed) and the locks held while running.
-    fn host_mounts(&self) -> Result<(Vec<HostMount>, Vec<lade_cache::lock::LockGuard>), BoxError> {
+    fn host_mounts(
+        &self,
+        views: &[Vec<lade_cache::Digest>],
+    ) -> Result<(Vec<HostMount>, Vec<lade_cache::lock::LockGuard>), BoxError> {
         let mut out = Vec::new();
         let mut locks = Vec::new();
         for m in &self.mounts {
@@ -160,6 +188,7 @@ impl RunVertexOp {
                         destination: target.clone(),
                         readonly: false,
                         temp: false,
+                        view: None,
                     });
                 }
                 RunMountSpec::Tmpfs { target } => {
@@ -169,6 +198,7 @@ impl RunVertexOp {
                         destination: target.clone(),
                         readonly: false,
                         temp: true,
+                        view: None,
                     });
                 }
                 RunMountSpec::Secret {
@@ -191,9 +221,14 @@ impl RunVertexOp {
                         destination: target.clone(),
                         readonly: true,
                         temp: true,
+                        view: None,
                     });
                 }
-                RunMountSpec::Context { source, target } => {
+                RunMountSpec::Context {
+                    source,
+                    target,
+                    readonly,
+                } => {
                     let ctx = self.context.as_ref().ok_or("no build context")?;
                     let sel = ctx.select(&[source.as_str()])?;
                     let resolved = sel
@@ -201,11 +236,36 @@ impl RunVertexOp {
                         .first()
                         .map(|s| s.resolved.clone())
                         .ok_or("bind source not found in the build context")?;
+                    let path = ctx.root().join(resolved);
+                    // writable: an overlay of the context dir with a throwaway upperdir
+                    let view = (!*readonly && path.is_dir()).then(|| (Vec::new(), "/".to_string()));
+                    if !*readonly && view.is_none() {
+                        return Err(
+                            "a writable bind of a context file is not supported by lade".into()
+                        );
+                    }
                     out.push(HostMount {
-                        source: ctx.root().join(resolved),
+                        source: path,
                         destination: target.clone(),
-                        readonly: true,
+                        readonly: *readonly,
                         temp: false,
+                        view,
+                    });
+                }
+                RunMountSpec::Layers {
+                    view,
+                    source,
+                    target,
+                    readonly,
+                } => {
+                    let layers = views.get(*view).ok_or("bind source stage missing")?;
+                    let dirs = self.store.ensure_snapshots(layers)?;
+                    out.push(HostMount {
+                        source: std::path::PathBuf::new(),
+                        destination: target.clone(),
+                        readonly: *readonly,
+                        temp: false,
+                        view: Some((dirs, source.clone())),
                     });
                 }
             }
@@ -232,12 +292,10 @@ impl Op<StepValue> for RunVertexOp {
 
     fn run(&self, cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
         Box::pin(async move {
-            let parent = cx
-                .inputs
-                .into_iter()
-                .next()
-                .ok_or("RUN step without a parent")?;
-            let (mounts, locks) = self.host_mounts()?;
+            let mut inputs = cx.inputs.into_iter();
+            let parent = inputs.next().ok_or("RUN step without a parent")?;
+            let views: Vec<Vec<lade_cache::Digest>> = inputs.map(|v| v.layers.to_vec()).collect();
+            let (mounts, locks) = self.host_mounts(&views)?;
             let spec = RunSpec {
                 mounts: mounts.clone(),
                 args: self.args.clone(),
