@@ -698,6 +698,14 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
             "{} {n} build-cache records",
             if a.dry_run { "Would remove" } else { "Removed" }
         );
+        // RUN --mount=type=cache directories and context stat caches go with the build cache
+        for dir in ["cachemounts", "statcache"] {
+            let p = root.join(dir);
+            if !a.dry_run && p.exists() {
+                std::fs::remove_dir_all(&p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
     }
     let r = if a.all && a.dry_run {
         store.prune(&[], true)?
