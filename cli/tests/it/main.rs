@@ -3,6 +3,7 @@
 
 mod architecture;
 mod common;
+mod difftest;
 mod login;
 mod parse;
 mod store;
