@@ -7,6 +7,7 @@
 
 mod commands;
 mod diagnostics;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `lade __lade-sandbox-init` is the sandbox init (lade_runtime re-executes this binary for
+    // every sandbox): it must run before anything else, in a single-threaded process.
+    lade_runtime::maybe_run_init();
     let cli = Cli::parse();
     match commands::run(cli.command, &cli.global) {
         Ok(code) => code,

@@ -414,8 +414,17 @@ async fn run_helper(
     let server = auth_key(registry).to_string();
     let run = async {
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(server.as_bytes()).await?;
-            stdin.shutdown().await?;
+            // A helper may exit without reading its input (it failed, or it ignores stdin):
+            // the write then fails with EPIPE, and the helper's exit status and stderr below
+            // are what say what went wrong.
+            let written = async {
+                stdin.write_all(server.as_bytes()).await?;
+                stdin.shutdown().await
+            };
+            match written.await {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
+                _ => {}
+            }
         }
         let mut out = Vec::new();
         let mut errout = Vec::new();

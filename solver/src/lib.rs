@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod digest;
+pub mod dockerfile;
 pub mod graph;
 pub mod schedule;
 

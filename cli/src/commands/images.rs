@@ -663,13 +663,47 @@ pub struct PruneArgs {
     /// Only report what would be removed
     #[arg(long)]
     dry_run: bool,
+    /// Also drop the build cache (every cached build step)
+    #[arg(short, long)]
+    all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache, then what nothing references any more
+    Prune {
+        /// Only report what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn builder(g: &Global, c: BuilderCommand) -> Result<ExitCode> {
+    match c {
+        BuilderCommand::Prune { dry_run } => prune(g, PruneArgs { dry_run, all: true }),
+    }
 }
 
 pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     let root = g.root();
     let store = Store::open_exclusive(&root)
         .with_context(|| format!("cannot lock the store at {} exclusively", root.display()))?;
-    let r = store.prune(&[], a.dry_run)?;
+    if a.all {
+        let n = if a.dry_run {
+            store.cache_entries()?.len()
+        } else {
+            store.cache_clear()?
+        };
+        println!(
+            "{} {n} build-cache records",
+            if a.dry_run { "Would remove" } else { "Removed" }
+        );
+    }
+    let r = if a.all && a.dry_run {
+        store.prune(&[], true)?
+    } else {
+        store.prune(&[&lade_cache::BuildCacheRoots], a.dry_run)?
+    };
     let verb = if a.dry_run { "Would remove" } else { "Removed" };
     println!(
         "{verb} {} blobs, {} layer records, {} snapshots, {} temp entries",

@@ -3,6 +3,7 @@
 mod login;
 mod registry_opts;
 
+mod build;
 mod images;
 mod timefmt;
 
@@ -37,6 +38,11 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove a registry's credentials from Lade's auth file
     Logout(login::LogoutArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Build-cache maintenance
+    #[command(subcommand)]
+    Builder(images::BuilderCommand),
     /// Load images from a docker-archive or OCI-archive tarball (gzip/zstd or not)
     Load(images::LoadArgs),
     /// Save images to one tarball that `docker load` accepts and that is an OCI image layout
@@ -71,6 +77,8 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
         }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
+        Command::Build(a) => build::build(global, a),
+        Command::Builder(c) => images::builder(global, c),
         Command::Load(a) => images::load(global, a),
         Command::Save(a) => images::save(global, a),
         Command::Import(a) => images::import(global, a),

@@ -6,4 +6,5 @@ mod common;
 mod difftest;
 mod login;
 mod parse;
+mod sandbox_init;
 mod store;

@@ -1,0 +1,214 @@
+//! The ops of Dockerfile vertices (what runs on a cache miss) and the store-backed cache.
+
+use std::sync::Arc;
+
+use lade_cache::{CacheRecord, Digest as StoreDigest, Store};
+use lade_executor::copy::{run_copy, ContextEntry, CopyItem, CopyOp};
+
+use crate::context::Context;
+use crate::digest::Digest;
+use crate::schedule::{
+    BoxError, BoxFuture, Cache, CacheKey, DigestContext, KeyGuard, Op, RunContext,
+};
+
+use super::image::now_rfc3339;
+use super::StepValue;
+
+/// Runs blocking work on tokio's blocking pool and flattens the join error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
+) -> Result<T, BoxError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(format!("worker task failed: {e}").into()),
+    }
+}
+
+/// FROM: an image of the store (or scratch). Its result is the image's layers; never cached
+/// (it costs nothing) and its key is derived from the image ID alone.
+pub(crate) struct SourceOp {
+    pub layers: Vec<StoreDigest>,
+}
+
+impl Op<StepValue> for SourceOp {
+    fn run(&self, _cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
+        let v = StepValue {
+            layers: Arc::new(self.layers.clone()),
+            created: None,
+        };
+        Box::pin(async move { Ok(v) })
+    }
+}
+
+/// One COPY/ADD source as lowered.
+#[derive(Debug, Clone)]
+pub(crate) enum SourceSpec {
+    /// A pattern in the build context.
+    Context(String),
+    /// A pattern in input `1 + view` (another stage or an image).
+    Layers { view: usize, pattern: String },
+    /// Inline content (heredoc).
+    Inline {
+        name: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+}
+
+/// COPY, ADD and WORKDIR's mkdir: input 0 is the parent filesystem, inputs 1.. the source views.
+pub(crate) struct CopyVertexOp {
+    pub store: Arc<Store>,
+    pub context: Option<Arc<Context>>,
+    pub sources: Vec<SourceSpec>,
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<u32>,
+    pub unpack: bool,
+    pub mkdir_only: bool,
+}
+
+impl CopyVertexOp {
+    fn context_patterns(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceSpec::Context(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn no_context() -> BoxError {
+    "this build has no context (the Dockerfile came from standard input): COPY/ADD from the \
+     context need a CONTEXT directory"
+        .into()
+}
+
+impl Op<StepValue> for CopyVertexOp {
+    fn input_digest(&self, _cx: DigestContext) -> Option<BoxFuture<'_, Result<Digest, BoxError>>> {
+        let patterns = self.context_patterns();
+        if patterns.is_empty() {
+            return None;
+        }
+        let ctx = self.context.clone();
+        Some(Box::pin(async move {
+            let ctx = ctx.ok_or_else(no_context)?;
+            let sel = ctx.select_blocking(patterns).await?;
+            Ok(sel.digest)
+        }))
+    }
+
+    fn run(&self, cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
+        Box::pin(async move {
+            let mut inputs = cx.inputs.into_iter();
+            let parent = inputs.next().ok_or("copy step without a parent")?;
+            let views: Vec<Vec<StoreDigest>> = inputs.map(|v| v.layers.to_vec()).collect();
+            let mut items = Vec::new();
+            for s in &self.sources {
+                match s {
+                    SourceSpec::Context(p) => {
+                        let ctx = self.context.clone().ok_or_else(no_context)?;
+                        let sel = ctx.clone().select_blocking(vec![p.clone()]).await?;
+                        for src in sel.sources {
+                            items.push(CopyItem::Context {
+                                root: ctx.root().to_path_buf(),
+                                matched: src.path.clone(),
+                                entries: src
+                                    .entries
+                                    .iter()
+                                    .map(|e| ContextEntry {
+                                        rel: e.rel.clone(),
+                                        path: e.entry.path.clone(),
+                                    })
+                                    .collect(),
+                            });
+                        }
+                    }
+                    SourceSpec::Layers { view, pattern } => items.push(CopyItem::Layers {
+                        view: *view,
+                        pattern: pattern.clone(),
+                    }),
+                    SourceSpec::Inline { name, data, mode } => items.push(CopyItem::File {
+                        name: name.clone(),
+                        data: lade_executor::copy::FileData::Bytes(data.clone()),
+                        mode: *mode,
+                        mtime: None,
+                    }),
+                }
+            }
+            let op = CopyOp {
+                items,
+                dest: self.dest.clone(),
+                chown: self.chown.clone(),
+                chmod: self.chmod,
+                unpack: self.unpack,
+                sources: views,
+                mkdir_only: self.mkdir_only,
+            };
+            let store = self.store.clone();
+            let base = parent.layers.to_vec();
+            let rec = blocking(move || Ok(run_copy(&store, &base, &op)?)).await?;
+            let mut layers = parent.layers.to_vec();
+            layers.push(rec.diff_id);
+            Ok(StepValue {
+                layers: Arc::new(layers),
+                created: Some(now_rfc3339()),
+            })
+        })
+    }
+}
+
+/// The build cache in the store: one record per key (see `lade_cache::buildcache`).
+pub struct StoreCache {
+    pub store: Arc<Store>,
+}
+
+impl Cache<StepValue> for StoreCache {
+    fn lookup<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> BoxFuture<'a, Result<Option<StepValue>, BoxError>> {
+        let store = self.store.clone();
+        let hex = key.0.to_hex();
+        Box::pin(blocking(move || {
+            let Some(rec) = store.cache_lookup(&hex)? else {
+                return Ok(None);
+            };
+            // the layer this step made must still be there (a pruned store misses)
+            if let Some(top) = rec.layers.last() {
+                if !store.has_snapshot(top) && store.layer(top)?.is_none() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(StepValue {
+                layers: Arc::new(rec.layers),
+                created: rec
+                    .data
+                    .get("created")
+                    .and_then(|c| c.as_str())
+                    .map(String::from),
+            }))
+        }))
+    }
+
+    fn record<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: &'a StepValue,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        let store = self.store.clone();
+        let hex = key.0.to_hex();
+        let rec = CacheRecord {
+            layers: value.layers.to_vec(),
+            data: serde_json::json!({ "created": value.created }),
+        };
+        Box::pin(blocking(move || Ok(store.cache_record(&hex, &rec)?)))
+    }
+
+    fn lock<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<KeyGuard, BoxError>> {
+        let store = self.store.clone();
+        let hex = key.0.to_hex();
+        Box::pin(blocking(move || Ok(KeyGuard::new(store.cache_lock(&hex)?))))
+    }
+}
