@@ -51,8 +51,9 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("created", "image creation time"),
     ("history[].created", "step time"),
     (
-        "history[].comment",
-        "BuildKit writes its frontend name `buildkit.dockerfile.v0`; not a Dockerfile semantic",
+        "history[].comment when it is `buildkit.dockerfile.v0`",
+        "BuildKit's frontend name, not a Dockerfile semantic (other comments, e.g. a base \
+         image's `Imported from -`, are compared)",
     ),
     (
         "rootfs.diff_ids (values)",
@@ -80,6 +81,9 @@ pub const IGNORED: &[(&str, &str)] = &[
         "the reference Dockerfile spells the same steps differently (see `reference_reason`)",
     ),
 ];
+
+/// The history comment BuildKit's Dockerfile frontend writes on every entry it adds.
+const BUILDKIT_COMMENT: &str = "buildkit.dockerfile.v0";
 
 /// How many differing paths a failure shows.
 const MAX_SHOWN: usize = 40;
@@ -787,7 +791,8 @@ fn comparable_config(c: &Value, skip_created_by: bool) -> BTreeMap<String, Value
                         let mut e = Map::new();
                         for (hk, hv) in h.as_object().into_iter().flatten() {
                             match hk.as_str() {
-                                "created" | "comment" => {}
+                                "created" => {}
+                                "comment" if hv == &json!(BUILDKIT_COMMENT) => {}
                                 "created_by" if skip_created_by => {}
                                 "empty_layer" if hv == &json!(false) => {}
                                 _ => {
@@ -798,9 +803,7 @@ fn comparable_config(c: &Value, skip_created_by: bool) -> BTreeMap<String, Value
                         Value::Object(e)
                     })
                     .collect();
-                for (i, h) in hist.into_iter().enumerate() {
-                    out.insert(format!("history[{i:02}]"), h);
-                }
+                out.insert("history".into(), Value::Array(hist));
             }
             "rootfs" => {
                 out.insert("rootfs.type".into(), v["type"].clone());
@@ -834,7 +837,19 @@ fn diff_configs(bk: &Value, them: &Value, skip_created_by: bool, label: &str, re
     let mut lines = Vec::new();
     for k in keys {
         let (x, y) = (a.get(k), b.get(k));
-        if x != y {
+        if k == "history" && x != y {
+            let entries = |v: Option<&Value>| -> Vec<String> {
+                v.and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(Value::to_string)
+                    .collect()
+            };
+            lines.push(format!(
+                "  history (- buildkit only, + {label} only)\n{}",
+                line_diff(&entries(x), &entries(y))
+            ));
+        } else if x != y {
             let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
             lines.push(format!(
                 "  {k}\n      buildkit: {}\n      {label:>8}: {}",
@@ -850,6 +865,37 @@ fn diff_configs(bk: &Value, them: &Value, skip_created_by: bool, label: &str, re
             report.push('\n');
         }
     }
+}
+
+/// A unified-style diff of two short lists (longest common subsequence): `    ` common,
+/// `  - ` only in `a`, `  + ` only in `b`, one line each.
+fn line_diff(a: &[String], b: &[String]) -> String {
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            out.push_str(&format!("        {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("      - {}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("      + {}\n", b[j]));
+            j += 1;
+        }
+    }
+    out.trim_end().to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -941,7 +987,7 @@ fn difftest_harness_reports_each_kind_of_difference() {
         json!({"architecture": "amd64", "os": "linux", "created": by,
                "config": {"Env": [env], "OnBuild": null},
                "rootfs": {"type": "layers", "diff_ids": ["a", "b"]},
-               "history": [{"created_by": by, "comment": by}]})
+               "history": [{"created_by": by, "comment": BUILDKIT_COMMENT}]})
     };
     let a = archive(
         &[
@@ -991,7 +1037,7 @@ fn difftest_harness_reports_each_kind_of_difference() {
         "buildkit: file 4755 0:0 0B \"\"\n          lade: file 0755 1000:1000 0B \"\"",
         "buildkit: file 0644 0:0 1B \"h\" hardlinked with /h2",
         "config.Env\n      buildkit: [\"A=1\"]\n          lade: [\"A=2\"]",
-        "history[00]\n      buildkit: {\"created_by\":\"RUN a\"}",
+        "history (- buildkit only, + lade only)\n      - {\"created_by\":\"RUN a\"}\n      + {\"created_by\":\"RUN b\"}",
     ] {
         assert!(r.contains(want), "missing {want:?} in report:\n{r}");
     }
