@@ -14,6 +14,7 @@ pub mod copy;
 pub mod glob;
 pub mod mountns;
 pub mod rootfs;
+pub mod run;
 pub mod users;
 
 use std::path::PathBuf;
@@ -23,6 +24,15 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] lade_cache::Error),
+    #[error(transparent)]
+    Runtime(#[from] lade_runtime::Error),
+    /// The RUN command did not succeed.
+    #[error("process {command:?} did not complete successfully: {status}{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Failed {
+        command: String,
+        status: lade_runtime::ExitStatus,
+        detail: Option<String>,
+    },
     /// A file operation failed on an in-image path.
     #[error("{what} {path}: {source}")]
     Fs {

@@ -52,6 +52,19 @@ pub fn in_private_mount_ns<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Res
     })
 }
 
+/// Snapshot paths (bottom first) with repeated layers dropped, keeping the topmost
+/// occurrence: overlayfs refuses the same lowerdir twice (ELOOP), and a layer that appears
+/// again higher up already shows (and hides) everything its lower copy would.
+pub fn dedup_lowers(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        if !paths[i + 1..].contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
 /// Directories held open for the life of a mount call, named `/proc/self/fd/N` so that long
 /// store paths do not overflow the kernel's one-page mount data.
 struct Held(Vec<OwnedFd>);
@@ -87,7 +100,7 @@ pub fn mount_overlay(
     let mut held = Held(Vec::new());
     let mut names = Vec::new();
     // overlayfs wants the topmost lowerdir first
-    for l in lowers.iter().rev() {
+    for l in dedup_lowers(lowers).iter().rev() {
         names.push(held.name(l)?);
     }
     if names.is_empty() || (upper.is_none() && names.len() == 1) {
@@ -123,4 +136,18 @@ pub fn mount_overlay(
     })?;
     drop(held);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_topmost() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            dedup_lowers(&[p("a"), p("e"), p("b"), p("e"), p("c")]),
+            [p("a"), p("b"), p("e"), p("c")]
+        );
+    }
 }

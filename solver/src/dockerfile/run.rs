@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use lade_cache::Store;
 
-use crate::schedule::{BoxError, BoxFuture, Op, RunContext};
+use lade_executor::run::{run, LogFn, RunSpec};
+
+use crate::schedule::{BoxError, BoxFuture, Op, RunContext, Stream};
+
+use super::image::now_rfc3339;
 
 use super::StepValue;
 
@@ -40,17 +44,46 @@ pub(crate) struct RunVertexOp {
 }
 
 impl Op<StepValue> for RunVertexOp {
-    fn run(&self, _cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
-        let _ = (
-            &self.store,
-            &self.args,
-            &self.env,
-            &self.cwd,
-            &self.user,
-            &self.files,
-        );
+    fn run(&self, cx: RunContext<StepValue>) -> BoxFuture<'_, Result<StepValue, BoxError>> {
         Box::pin(async move {
-            Err("RUN needs the sandbox runtime, which this lade build does not have yet".into())
+            let parent = cx
+                .inputs
+                .into_iter()
+                .next()
+                .ok_or("RUN step without a parent")?;
+            let spec = RunSpec {
+                args: self.args.clone(),
+                env: self.env.clone(),
+                cwd: self.cwd.clone(),
+                user: self.user.clone(),
+                host_network: self.network == RunNetwork::Host,
+                files: self.files.clone(),
+            };
+            let sink = cx.log.clone();
+            let log: LogFn = Arc::new(move |stderr, data| {
+                sink.write(
+                    if stderr {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    data,
+                )
+            });
+            let rec = run(
+                self.store.clone(),
+                parent.layers.to_vec(),
+                spec,
+                log,
+                cx.cancel,
+            )
+            .await?;
+            let mut layers = parent.layers.to_vec();
+            layers.push(rec.diff_id);
+            Ok(StepValue {
+                layers: Arc::new(layers),
+                created: Some(now_rfc3339()),
+            })
         })
     }
 }
