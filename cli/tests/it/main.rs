@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 mod architecture;
+mod build;
 mod common;
 mod difftest;
 mod login;

@@ -1286,10 +1286,10 @@ impl<'a> Lowerer<'a> {
         } else {
             lade_executor::rootfs::join(&wd, &dest_raw)
         };
-        if dest_raw.is_empty() || dest_raw == "." || dest_raw.ends_with('/') {
-            if !dest_path.ends_with('/') {
-                dest_path.push('/');
-            }
+        if (dest_raw.is_empty() || dest_raw == "." || dest_raw.ends_with('/'))
+            && !dest_path.ends_with('/')
+        {
+            dest_path.push('/');
         }
         // sources
         let mut specs = Vec::new();
@@ -1449,7 +1449,7 @@ fn expand_port(w: &str) -> Result<Vec<String>, String> {
 
 fn check_signal(s: &str) -> Result<(), String> {
     if let Ok(n) = s.parse::<u32>() {
-        if n >= 1 && n <= 64 {
+        if (1..=64).contains(&n) {
             return Ok(());
         }
     }
