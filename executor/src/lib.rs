@@ -11,6 +11,7 @@
 //! or run a binary of an image outside the sandbox.
 
 pub mod copy;
+pub mod fetch;
 pub mod glob;
 pub mod mountns;
 pub mod rootfs;

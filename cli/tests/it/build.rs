@@ -931,3 +931,65 @@ fn a_loaded_image_never_satisfies_a_build_step() {
     assert_eq!(executed(&s), ["RUN echo same > /same"], "{s:?}");
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+/// A one-file HTTP server on a free loopback port; returns its base URL.
+fn serve(body: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Thu, 01 Jan 1970 00:00:10 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_downloads_urls_with_checksum() {
+    let f = Fixture::new();
+    let base = serve(b"downloaded content\n");
+    let sum = lade_cache_sha256(b"downloaded content\n");
+    f.dockerfile(&format!(
+        "FROM base:1\nADD {base}/files/data.txt /dl/\nADD --checksum={sum} {base}/files/data.txt /named\n"
+    ));
+    let out = f.export(&[]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("dl/data.txt")).unwrap(),
+        "downloaded content\n"
+    );
+    assert_eq!(meta(&out.join("dl/data.txt")).0, 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(out.join("named")).unwrap().mtime(), 10);
+    let s = f.build(&[]);
+    assert!(executed(&s).is_empty(), "same content, cache hit: {s:?}");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    f.dockerfile(&format!(
+        "FROM base:1\nADD --checksum={wrong} {base}/x /x\n"
+    ));
+    let err = f.build_fail(&[]);
+    assert!(err.contains("digest mismatch"), "{err}");
+    f.check_store();
+}
+
+fn lade_cache_sha256(b: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("body");
+    std::fs::write(&p, b).unwrap();
+    let out = run_ok(Command::new("sha256sum").arg(&p));
+    format!("sha256:{}", out.split_whitespace().next().unwrap())
+}

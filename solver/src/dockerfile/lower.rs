@@ -951,6 +951,7 @@ impl<'a> Lowerer<'a> {
                     chmod: None,
                     unpack: false,
                     mkdir_only: true,
+                    downloads: Default::default(),
                 };
                 let v = self.add_vertex(info, b.finish(), Arc::new(op), &[st.vertex], false)?;
                 st.vertex = v;
@@ -1258,9 +1259,19 @@ impl<'a> Lowerer<'a> {
                 a.checksum.as_ref(),
             ),
         };
-        if let Some(cs) = checksum {
-            let _ = cs;
-        }
+        let checksum = match checksum {
+            Some(w) => {
+                let c = self.expand(st, cmd, &w.value)?;
+                if lade_cache::Digest::parse(&c).is_err() {
+                    return Err(err_at(
+                        cmd,
+                        format!("invalid --checksum {c:?}: expected sha256:<64 hex digits>"),
+                    ));
+                }
+                Some(c)
+            }
+            None => None,
+        };
         let dest_raw = self.expand(st, cmd, &dest.value)?;
         let chown = match chown {
             Some(w) => Some(self.expand(st, cmd, &w.value)?).filter(|s| !s.is_empty()),
@@ -1315,10 +1326,11 @@ impl<'a> Lowerer<'a> {
                     let p = self.expand(st, cmd, &w.value)?;
                     msg_sources.push(p.clone());
                     if is_add && (p.starts_with("http://") || p.starts_with("https://")) {
-                        return Err(err_at(
-                            cmd,
-                            "ADD from a URL is not supported yet by lade: download the file in a RUN step",
-                        ));
+                        specs.push(SourceSpec::Url {
+                            url: p,
+                            checksum: checksum.clone(),
+                        });
+                        continue;
                     }
                     if is_add && (p.starts_with("git@") || p.ends_with(".git")) {
                         return Err(err_at(
@@ -1374,6 +1386,9 @@ impl<'a> Lowerer<'a> {
                 SourceSpec::Inline { name, data, mode } => {
                     b.u8(3).str(name).bytes(data).u64(u64::from(*mode));
                 }
+                SourceSpec::Url { url, checksum } => {
+                    b.u8(4).str(url).str(checksum.as_deref().unwrap_or(""));
+                }
             }
         }
         let info = self.step_info(st, cmd, onbuild);
@@ -1386,6 +1401,7 @@ impl<'a> Lowerer<'a> {
             chmod,
             unpack,
             mkdir_only: false,
+            downloads: Default::default(),
         };
         let v = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;
         st.vertex = v;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use lade_cache::{CacheRecord, Digest as StoreDigest, Store};
 use lade_executor::copy::{run_copy, ContextEntry, CopyItem, CopyOp};
+use lade_executor::fetch::{download, Download};
 
 use crate::context::Context;
 use crate::digest::Digest;
@@ -53,6 +54,11 @@ pub(crate) enum SourceSpec {
         data: Vec<u8>,
         mode: u32,
     },
+    /// ADD of an http(s) URL, with `--checksum` when given.
+    Url {
+        url: String,
+        checksum: Option<String>,
+    },
 }
 
 /// COPY, ADD and WORKDIR's mkdir: input 0 is the parent filesystem, inputs 1.. the source views.
@@ -65,9 +71,46 @@ pub(crate) struct CopyVertexOp {
     pub chmod: Option<u32>,
     pub unpack: bool,
     pub mkdir_only: bool,
+    /// Downloads made while computing the input digest, reused by the run.
+    pub downloads: std::sync::Mutex<Vec<(String, Download, Arc<tempfile::TempDir>)>>,
 }
 
 impl CopyVertexOp {
+    fn urls(&self) -> Vec<(String, Option<String>)> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceSpec::Url { url, checksum } => Some((url.clone(), checksum.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Downloads `url` into the store's temp space (or returns the earlier download).
+    async fn fetch(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<(Download, Arc<tempfile::TempDir>), BoxError> {
+        if let Ok(d) = self.downloads.lock() {
+            if let Some((_, dl, dir)) = d.iter().find(|(u, _, _)| u == url) {
+                return Ok((dl.clone(), dir.clone()));
+            }
+        }
+        let store = self.store.clone();
+        let (u, c) = (url.to_string(), checksum.map(String::from));
+        let (dl, dir) = blocking(move || {
+            let dir = store.temp_dir("download-")?;
+            let dl = download(&u, dir.path(), c.as_deref())?;
+            Ok((dl, Arc::new(dir)))
+        })
+        .await?;
+        if let Ok(mut d) = self.downloads.lock() {
+            d.push((url.to_string(), dl.clone(), dir.clone()));
+        }
+        Ok((dl, dir))
+    }
+
     fn context_patterns(&self) -> Vec<String> {
         self.sources
             .iter()
@@ -88,14 +131,27 @@ fn no_context() -> BoxError {
 impl Op<StepValue> for CopyVertexOp {
     fn input_digest(&self, _cx: DigestContext) -> Option<BoxFuture<'_, Result<Digest, BoxError>>> {
         let patterns = self.context_patterns();
-        if patterns.is_empty() {
+        let urls = self.urls();
+        if patterns.is_empty() && urls.is_empty() {
             return None;
         }
         let ctx = self.context.clone();
         Some(Box::pin(async move {
-            let ctx = ctx.ok_or_else(no_context)?;
-            let sel = ctx.select_blocking(patterns).await?;
-            Ok(sel.digest)
+            let mut b = crate::digest::DigestBuilder::new("lade dockerfile copy inputs v1");
+            if !patterns.is_empty() {
+                let ctx = ctx.ok_or_else(no_context)?;
+                let sel = ctx.select_blocking(patterns).await?;
+                b.digest(&sel.digest);
+            }
+            for (url, checksum) in urls {
+                // with --checksum the content is known without downloading (as BuildKit)
+                let d = match checksum {
+                    Some(c) => c,
+                    None => self.fetch(&url, None).await?.0.digest.to_string(),
+                };
+                b.str(&url).str(&d);
+            }
+            Ok(b.finish())
         }))
     }
 
@@ -105,6 +161,7 @@ impl Op<StepValue> for CopyVertexOp {
             let parent = inputs.next().ok_or("copy step without a parent")?;
             let views: Vec<Vec<StoreDigest>> = inputs.map(|v| v.layers.to_vec()).collect();
             let mut items = Vec::new();
+            let mut keep = Vec::new();
             for s in &self.sources {
                 match s {
                     SourceSpec::Context(p) => {
@@ -129,6 +186,16 @@ impl Op<StepValue> for CopyVertexOp {
                         view: *view,
                         pattern: pattern.clone(),
                     }),
+                    SourceSpec::Url { url, checksum } => {
+                        let (dl, dir) = self.fetch(url, checksum.as_deref()).await?;
+                        keep.push(dir);
+                        items.push(CopyItem::File {
+                            name: dl.name,
+                            data: lade_executor::copy::FileData::Path(dl.path),
+                            mode: 0o600,
+                            mtime: dl.mtime,
+                        });
+                    }
                     SourceSpec::Inline { name, data, mode } => items.push(CopyItem::File {
                         name: name.clone(),
                         data: lade_executor::copy::FileData::Bytes(data.clone()),
@@ -149,6 +216,10 @@ impl Op<StepValue> for CopyVertexOp {
             let store = self.store.clone();
             let base = parent.layers.to_vec();
             let rec = blocking(move || Ok(run_copy(&store, &base, &op)?)).await?;
+            drop(keep);
+            if let Ok(mut d) = self.downloads.lock() {
+                d.clear();
+            }
             let mut layers = parent.layers.to_vec();
             layers.push(rec.diff_id);
             Ok(StepValue {
