@@ -4,6 +4,7 @@
 mod architecture;
 mod build;
 mod common;
+mod difftest;
 mod login;
 mod parse;
 mod registry;
