@@ -504,6 +504,13 @@ pub fn host_arch() -> &'static str {
 /// Loads an image archive (see the module docs). Returns the images added, in archive order.
 pub fn load<R: Read + Send>(store: &Store, input: R) -> Result<Vec<LoadedImage>> {
     let mut it = intake(store, input)?;
+    if it.files.is_empty() && it.aliases.is_empty() {
+        return Err(Error::Format(
+            "the archive is empty: expected the output of `docker save`, `lade save` or an OCI \
+             image layout archive"
+                .into(),
+        ));
+    }
     let plans = if it.files.contains_key("manifest.json") {
         docker_plans(&it, it.json("manifest.json")?)?
     } else if it.files.contains_key("index.json") {

@@ -110,8 +110,21 @@ impl Store {
     pub fn open_with(root: impl Into<PathBuf>, opts: StoreOptions, kind: LockKind) -> Result<Self> {
         let root = root.into();
         if !root.join("tmp").is_dir() {
+            let not_a_dir = || {
+                Error::Format(format!(
+                    "the store root {} is not a directory (or has a file in its path): point \
+                     --root or LADE_ROOT at a directory",
+                    root.display()
+                ))
+            };
+            if fs::metadata(&root).is_ok_and(|m| !m.is_dir()) {
+                return Err(not_a_dir());
+            }
             for d in ["blobs/sha256", "layers/sha256", "snapshots", "tmp"] {
-                fs::create_dir_all(root.join(d)).ctx("create store directory", root.join(d))?;
+                match fs::create_dir_all(root.join(d)) {
+                    Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(not_a_dir()),
+                    r => r.ctx("create store directory", root.join(d))?,
+                }
             }
         }
         let lock_path = root.join("lock");
