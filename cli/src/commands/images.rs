@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::timefmt::{human_size, now_rfc3339, since};
 use super::Global;
+use crate::output::{self, outln};
 
 fn open(g: &Global) -> Result<Store> {
     let root = g.root();
@@ -46,12 +47,12 @@ pub fn load(g: &Global, a: LoadArgs) -> Result<ExitCode> {
     };
     for img in loaded {
         if a.quiet {
-            println!("{}", img.id);
+            outln!("{}", img.id)?;
         } else if img.names.is_empty() {
-            println!("Loaded image ID: {}", img.id);
+            outln!("Loaded image ID: {}", img.id)?;
         } else {
             for n in &img.names {
-                println!("Loaded image: {}", n.familiar());
+                outln!("Loaded image: {}", n.familiar())?;
             }
         }
     }
@@ -114,8 +115,15 @@ pub fn save(g: &Global, a: SaveArgs) -> Result<ExitCode> {
                 bail!("cowardly refusing to write an archive to a terminal; use -o FILE or a pipe");
             }
             let mut lock = stdout.lock();
-            archive::save(&store, &images, &mut lock)?;
-            lock.flush()?;
+            if let Err(e) = archive::save(&store, &images, &mut lock) {
+                let e = anyhow::Error::new(e);
+                // Only standard output is written here: EPIPE is its reader going away.
+                if output::has_broken_pipe(&e) {
+                    return Err(anyhow::Error::new(output::StdoutClosed));
+                }
+                return Err(e.context("cannot write the archive to standard output"));
+            }
+            lock.flush().map_err(output::stdout_error)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -182,7 +190,7 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
         }
         None => store.keep_unnamed(&img.id)?,
     }
-    println!("{}", img.id);
+    outln!("{}", img.id)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -365,7 +373,7 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
             if seen.insert(r.3.clone()) {
-                println!("{}", r.3);
+                outln!("{}", r.3)?;
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -379,7 +387,7 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
                     "CreatedSince": since(created.as_deref()),
                     "Size": human_size(size), "SizeBytes": size,
                 });
-                println!("{v}");
+                outln!("{v}")?;
             }
         }
         "table" => {
@@ -393,14 +401,14 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
             for (repo, tag, _digest, id, created, size) in rows {
                 table.push([repo, tag, id, since(created.as_deref()), human_size(size)]);
             }
-            print_table(&table);
+            print_table(&table)?;
         }
         other => bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<()> {
     let mut w = [0usize; N];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -416,8 +424,9 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
                 line.push_str(&format!("{c:<width$}   ", width = w[i]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end())?;
     }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -471,16 +480,19 @@ pub fn rmi(g: &Global, a: RmiArgs) -> Result<ExitCode> {
             for n in removed {
                 if n != id.as_str() {
                     let shown = Reference::parse(&n).map(|r| r.familiar()).unwrap_or(n);
-                    println!("Untagged: {shown}");
+                    outln!("Untagged: {shown}")?;
                 }
             }
             if !store.refs()?.refs.values().any(|v| *v == id) {
-                println!("Deleted: {id}");
+                outln!("Deleted: {id}")?;
             }
             Ok(())
         })();
         if let Err(e) = result {
-            eprintln!("error: {e:#}");
+            if output::is_stdout_closed(&e) {
+                return Err(e);
+            }
+            eprintln!("error: {}", output::render_error(&e));
             failed = true;
         }
     }
@@ -567,7 +579,7 @@ pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
         let img = store.image(i)?;
         out.push(inspect_value(&store, &img)?);
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -623,11 +635,11 @@ pub fn history(g: &Global, a: HistoryArgs) -> Result<ExitCode> {
                 } else {
                     "<missing>".into()
                 };
-                println!(
+                outln!(
                     "{}",
                     json!({"ID": id, "CreatedAt": created, "CreatedSince": since(Some(created)),
                            "CreatedBy": by, "Size": human_size(*size), "SizeBytes": size, "Comment": comment})
-                );
+                )?;
             }
         }
         "table" => {
@@ -651,7 +663,7 @@ pub fn history(g: &Global, a: HistoryArgs) -> Result<ExitCode> {
                 };
                 t.push([id, since(Some(&created)), by, human_size(size), comment]);
             }
-            print_table(&t);
+            print_table(&t)?;
         }
         other => bail!("unknown --format {other:?}: use table or json"),
     }
@@ -671,16 +683,19 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot lock the store at {} exclusively", root.display()))?;
     let r = store.prune(&[], a.dry_run)?;
     let verb = if a.dry_run { "Would remove" } else { "Removed" };
-    println!(
+    outln!(
         "{verb} {} blobs, {} layer records, {} snapshots, {} temp entries",
-        r.blobs, r.layers, r.snapshots, r.temp_entries
-    );
+        r.blobs,
+        r.layers,
+        r.snapshots,
+        r.temp_entries
+    )?;
     let what = if a.dry_run {
         "Reclaimable space"
     } else {
         "Total reclaimed space"
     };
-    println!("{what}: {}", human_size(r.bytes_freed));
+    outln!("{what}: {}", human_size(r.bytes_freed))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -704,16 +719,16 @@ pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
         SystemCommand::Check { verify } => {
             let store = open(g)?;
             let r = store.check(verify)?;
-            println!(
+            outln!(
                 "images: {}, blobs: {}, layers: {}, snapshots: {}, unreferenced: {}, temp entries: {}",
                 r.images, r.blobs, r.layers, r.snapshots, r.unreferenced, r.temp_entries
-            );
+            )?;
             if r.problems.is_empty() {
-                println!("store is consistent");
+                outln!("store is consistent")?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 for p in &r.problems {
-                    println!("problem: {p}");
+                    outln!("problem: {p}")?;
                 }
                 Ok(ExitCode::FAILURE)
             }
@@ -723,7 +738,7 @@ pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
             for i in &images {
                 let img = store.image(i)?;
                 let paths = store.ensure_snapshots(&img.layers)?;
-                println!("lowerdir={}", lade_cache::lowerdir_option(&paths));
+                outln!("lowerdir={}", lade_cache::lowerdir_option(&paths))?;
             }
             Ok(ExitCode::SUCCESS)
         }
