@@ -78,6 +78,16 @@ pub fn has_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `err` says a filesystem is full (or a quota used up).
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<lade_cache::Error>()
+            .is_some_and(lade_cache::Error::is_disk_full)
+            || c.downcast_ref::<io::Error>()
+                .is_some_and(|e| lade_cache::error::disk_full_errno(e).is_some())
+    })
+}
+
 /// The panic `println!`/`print!` raise when standard output is a closed pipe.
 pub fn is_broken_pipe_panic(payload: &(dyn std::any::Any + Send)) -> bool {
     let msg = payload
@@ -153,5 +163,11 @@ mod tests {
             source: io::Error::from_raw_os_error(32),
         });
         assert!(has_broken_pipe(&e));
+        let e = anyhow::Error::new(lade_cache::Error::DiskFull {
+            what: "write".into(),
+            path: "/x".into(),
+            quota: false,
+        });
+        assert!(is_disk_full(&e) && !has_broken_pipe(&e));
     }
 }

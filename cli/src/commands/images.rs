@@ -1,8 +1,8 @@
 //! Image commands: load, save, import, images, tag, rmi, inspect, history, prune, system check.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -30,11 +30,13 @@ pub struct LoadArgs {
     quiet: bool,
 }
 
+const ARCHIVE: &str = "an image archive (from `docker save`, `lade save` or skopeo's oci-archive:)";
+
 pub fn load(g: &Global, a: LoadArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let loaded = match &a.input {
         Some(p) => {
-            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let f = open_input(p, ARCHIVE)?;
             archive::load(&store, f).with_context(|| format!("cannot load {}", p.display()))?
         }
         None => {
@@ -92,21 +94,42 @@ fn selected(store: &Store, args: &[String]) -> Result<Vec<SaveImage>> {
 }
 
 pub fn save(g: &Global, a: SaveArgs) -> Result<ExitCode> {
+    if let Some(p) = &a.output {
+        check_output_path(p)?;
+    }
     let store = open(g)?;
     let images = selected(&store, &a.images)?;
     match &a.output {
         Some(p) => {
             // Write next to the destination, then rename: no half-written archive is left behind.
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
+            let dir = parent_dir(p);
             let mut tmp = tempfile::Builder::new()
                 .prefix(".lade-save-")
                 .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            archive::save(&store, &images, tmp.as_file_mut())?;
+                .map_err(|e| {
+                    // tempfile's message ends with its random file name: keep the OS error.
+                    let text = e.to_string();
+                    let why = text.split(" at path ").next().unwrap_or(&text).to_string();
+                    anyhow::anyhow!(
+                        "cannot write {}: cannot create a file in {}: {why}",
+                        p.display(),
+                        dir.display()
+                    )
+                })?;
+            if let Err(e) = archive::save(&store, &images, tmp.as_file_mut()) {
+                let e = anyhow::Error::new(e);
+                // Reading the store never fills a disk: writing the archive did.
+                if output::is_disk_full(&e) {
+                    bail!(
+                        "no space left on device: cannot write {}; free space on that filesystem \
+                         or give -o a path on another one (nothing was written)",
+                        p.display()
+                    );
+                }
+                return Err(e.context(format!("cannot write {}", p.display())));
+            }
             tmp.persist(p)
+                .map_err(|e| anyhow::Error::new(e.error))
                 .with_context(|| format!("cannot write {}", p.display()))?;
         }
         None => {
@@ -127,6 +150,52 @@ pub fn save(g: &Global, a: SaveArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The directory a new file `p` goes to (`.` for a bare file name).
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Refuses an output path that cannot become a file, before any work is done.
+fn check_output_path(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        bail!(
+            "{} is a directory: give -o the archive's file name, e.g. {}",
+            p.display(),
+            p.join("image.tar").display()
+        );
+    }
+    let dir = parent_dir(p);
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist; create it first",
+            p.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens a file the user named as input (`what`: "an image archive", ...), refusing a
+/// directory or an empty file with a message that says what was expected.
+fn open_input(p: &Path, what: &str) -> Result<File> {
+    let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let m = f
+        .metadata()
+        .with_context(|| format!("cannot open {}", p.display()))?;
+    if m.is_dir() {
+        bail!(
+            "{} is a directory, not a file: expected {what}",
+            p.display()
+        );
+    }
+    if m.is_file() && m.len() == 0 {
+        bail!("{} is empty: expected {what}", p.display());
+    }
+    Ok(f)
 }
 
 #[derive(Debug, Args)]
@@ -153,17 +222,29 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let src = &a.source;
     let rec = if src.as_os_str() == "-" {
-        store.add_layer(io::stdin().lock(), None)?
+        let mut input = io::BufReader::with_capacity(1 << 20, io::stdin().lock());
+        let empty = input
+            .fill_buf()
+            .context("cannot read standard input")?
+            .is_empty();
+        if empty {
+            bail!("standard input is empty: expected a rootfs tarball");
+        }
+        store
+            .add_layer(input, None)
+            .context("cannot import the rootfs from standard input")?
     } else if src.is_dir() {
-        store.add_layer_from_dir(
-            src,
-            &TarOptions {
-                mtime: Mtime::Keep,
-                ..Default::default()
-            },
-        )?
+        store
+            .add_layer_from_dir(
+                src,
+                &TarOptions {
+                    mtime: Mtime::Keep,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("cannot import {}", src.display()))?
     } else {
-        let f = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        let f = open_input(src, "a rootfs tarball or directory")?;
         store
             .add_layer(f, None)
             .with_context(|| format!("cannot import {}", src.display()))?
@@ -213,6 +294,9 @@ fn key_values(rest: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for word in shell_words(rest) {
         let (k, v) = word.split_once('=').context("expected KEY=VALUE")?;
+        if k.is_empty() {
+            bail!("{word:?} has no name before '=': expected KEY=VALUE");
+        }
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
@@ -257,6 +341,12 @@ fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
         .split_once(char::is_whitespace)
         .unwrap_or((change, ""));
     let rest = rest.trim();
+    if ins.is_empty() {
+        bail!("empty --change: give a Dockerfile instruction, e.g. --change 'CMD [\"sh\"]'");
+    }
+    if rest.is_empty() {
+        bail!("{ins} needs an argument");
+    }
     match ins.to_ascii_uppercase().as_str() {
         "CMD" => {
             cfg.insert("Cmd".into(), json_or_shell(rest));
@@ -737,7 +827,9 @@ pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
             let store = open(g)?;
             for i in &images {
                 let img = store.image(i)?;
-                let paths = store.ensure_snapshots(&img.layers)?;
+                let paths = store
+                    .ensure_snapshots(&img.layers)
+                    .with_context(|| format!("cannot unpack {i}"))?;
                 outln!("lowerdir={}", lade_cache::lowerdir_option(&paths))?;
             }
             Ok(ExitCode::SUCCESS)
@@ -761,6 +853,9 @@ mod tests {
         apply_change(&mut c, "WORKDIR /app").unwrap();
         apply_change(&mut c, "USER 1000:1000").unwrap();
         assert!(apply_change(&mut c, "RUN x").is_err());
+        assert!(apply_change(&mut c, "").is_err());
+        assert!(apply_change(&mut c, "CMD").is_err());
+        assert!(apply_change(&mut c, "ENV =x").is_err());
         let v = Value::Object(c);
         assert_eq!(v["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
         assert_eq!(v["Entrypoint"], json!(["/bin/sh", "-c", "/bin/run"]));
