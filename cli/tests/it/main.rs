@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 mod architecture;
+mod badinput;
 mod common;
+mod diskfull;
 mod login;
 mod parse;
 mod registry;
