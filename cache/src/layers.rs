@@ -183,14 +183,12 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 fn bad_tar(what: &str, e: io::Error) -> Error {
-    if let Some(Error::TooLarge { what, limit }) =
-        e.get_ref().and_then(|i| i.downcast_ref::<Error>())
-    {
-        return Error::TooLarge {
-            what: what.clone(),
-            limit: *limit,
-        };
-    }
+    // A store error passed through the tar parser (too large, disk full) is the answer, not
+    // "invalid tar".
+    let e = match Error::take_embedded(e) {
+        Ok(err) => return err,
+        Err(e) => e,
+    };
     Error::Format(format!(
         "{what} is not a valid tar stream (truncated or corrupt?): {e}"
     ))
@@ -474,7 +472,15 @@ impl Store {
             what: format!("layer {diff_id}"),
             ..Default::default()
         };
-        extract(&mut src, tmp.path(), &opts)?;
+        extract(&mut src, tmp.path(), &opts).map_err(|e| match e {
+            // Name where it was written (extract names entries relative to its root).
+            Error::DiskFull { what, path, quota } => Error::DiskFull {
+                what: format!("{what} {} (unpacking layer {diff_id}) in", path.display()),
+                path: tmp.path().to_path_buf(),
+                quota,
+            },
+            e => e,
+        })?;
         let (got, _, _) = src.finish().ctx("read layer", diff_id.to_string())?;
         if got != *diff_id {
             return Err(Error::DigestMismatch {
@@ -490,11 +496,8 @@ impl Store {
         .ctx("chmod", tmp.path())?;
         if self.opts.fsync {
             let f = File::open(tmp.path()).ctx("open", tmp.path())?;
-            nix::unistd::syncfs(&f).map_err(|e| Error::Io {
-                what: "syncfs",
-                path: tmp.path().to_path_buf(),
-                source: e.into(),
-            })?;
+            nix::unistd::syncfs(&f)
+                .map_err(|e| Error::io("syncfs", tmp.path().to_path_buf(), e.into()))?;
         }
         self.publish_dir(tmp.keep(), &dest)?;
         Ok(dest)

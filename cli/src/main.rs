@@ -7,8 +7,11 @@
 
 mod commands;
 mod diagnostics;
+mod output;
 mod progress;
 
+use std::io::Write;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -27,12 +30,20 @@ fn main() -> ExitCode {
     // `lade __lade-sandbox-init` is the sandbox init (lade_runtime re-executes this binary for
     // every sandbox): it must run before anything else, in a single-threaded process.
     lade_runtime::maybe_run_init();
+    output::quiet_broken_pipe_panics();
     let cli = Cli::parse();
-    match commands::run(cli.command, &cli.global) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
+    // A closed stdout ends the command quietly (see output.rs); the stack is unwound first so
+    // temp files are cleaned up.
+    match catch_unwind(AssertUnwindSafe(|| commands::run(cli.command, &cli.global))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) if output::is_stdout_closed(&err) => ExitCode::from(output::SIGPIPE_STATUS),
+        Ok(Err(err)) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", output::render_error(&err));
             ExitCode::FAILURE
         }
+        Err(panic) if output::is_broken_pipe_panic(&*panic) => {
+            ExitCode::from(output::SIGPIPE_STATUS)
+        }
+        Err(panic) => resume_unwind(panic),
     }
 }

@@ -128,6 +128,11 @@ impl Error {
         }
     }
 
+    /// Whether a filesystem (the store's) was full or a disk quota used up.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_disk_full())
+    }
+
     /// Whether another attempt may succeed (connection trouble, 429, 5xx).
     pub fn is_transient(&self) -> bool {
         match self {

@@ -399,9 +399,11 @@ async fn download_layer<'scope>(
 ) -> Result<LayerRecord> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let finished = Arc::new(AtomicBool::new(false));
+    let disk_full = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = oneshot::channel();
     {
         let finished = finished.clone();
+        let disk_full = disk_full.clone();
         let desc = desc.clone();
         let what = format!("layer {} of {}", desc.digest, reference.name());
         scope.spawn(move || {
@@ -412,11 +414,16 @@ async fn download_layer<'scope>(
                 reset: false,
             };
             let result = stage_download(store, &mut reader, &desc, &diff_id, &what);
+            // Set before `reader` (the channel's receiver) is dropped, so the sink sees it.
+            if result.as_ref().is_err_and(Error::is_disk_full) {
+                disk_full.store(true, Ordering::Release);
+            }
             let _ = done_tx.send(result);
         });
     }
     let mut sink = ChannelSink {
         tx: Some(PollSender::new(tx)),
+        disk_full,
     };
     let fetched = client
         .fetch_blob(reference, &desc, &mut sink, progress)
@@ -425,13 +432,14 @@ async fn download_layer<'scope>(
         finished.store(true, Ordering::Release);
     }
     drop(sink);
-    let staged = done_rx.await;
-    // A failed download (transport, digest) is the cause; after a verified download, the
-    // staging thread's verdict (invalid tar, wrong diffID, disk full) is the answer.
-    fetched?;
-    match staged {
-        Ok(r) => r,
-        Err(_) => Err(Error::io(
+    match (fetched, done_rx.await) {
+        // The store is full: that is the answer (the download was stopped because of it).
+        (_, Ok(Err(e))) if e.is_disk_full() => Err(e),
+        // Otherwise a failed download (transport, digest) is the cause; after a verified
+        // download, the staging thread's verdict (invalid tar, wrong diffID) is the answer.
+        (Err(e), _) => Err(e),
+        (Ok(()), Ok(r)) => r,
+        (Ok(()), Err(_)) => Err(Error::io(
             format!("storing layer {}", desc.digest),
             io::Error::other("the staging thread stopped"),
         )),
@@ -478,14 +486,22 @@ enum Chunk {
 }
 
 /// The download side: a [`BlobSink`] feeding a bounded channel. When the staging thread has
-/// stopped (the content is not a valid layer), the rest of the download is discarded so that
-/// the download still ends with its digest check: a corrupt blob is reported as such.
+/// stopped because the content is not a valid layer, the rest of the download is discarded so
+/// that the download still ends with its digest check: a corrupt blob is reported as such. When
+/// it stopped because the disk is full, the download fails at its next write: fetching the rest
+/// would be for nothing.
 struct ChannelSink {
     tx: Option<PollSender<Chunk>>,
+    /// Set by the staging thread before it drops the receiver.
+    disk_full: Arc<AtomicBool>,
 }
 
 impl ChannelSink {
-    fn poll_send(&mut self, cx: &mut Context<'_>, chunk: impl FnOnce() -> Chunk) -> Poll<()> {
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunk: impl FnOnce() -> Chunk,
+    ) -> Poll<io::Result<()>> {
         if let Some(tx) = self.tx.as_mut() {
             let sent = match ready!(tx.poll_reserve(cx)) {
                 Ok(()) => tx.send_item(chunk()).is_ok(),
@@ -495,7 +511,13 @@ impl ChannelSink {
                 self.tx = None;
             }
         }
-        Poll::Ready(())
+        if self.tx.is_none() && self.disk_full.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the store ran out of space",
+            )));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -505,7 +527,7 @@ impl AsyncWrite for ChannelSink {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_send(cx, || Chunk::Data(Bytes::copy_from_slice(buf))));
+        ready!(self.poll_send(cx, || Chunk::Data(Bytes::copy_from_slice(buf))))?;
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -518,7 +540,7 @@ impl AsyncWrite for ChannelSink {
 
 impl BlobSink for ChannelSink {
     fn reset(&mut self) -> impl Future<Output = io::Result<()>> + Send {
-        futures_util::future::poll_fn(|cx| self.poll_send(cx, || Chunk::Reset).map(Ok))
+        futures_util::future::poll_fn(|cx| self.poll_send(cx, || Chunk::Reset))
     }
 }
 

@@ -15,6 +15,7 @@ use lade_registry::{pull_image, push_image, Client, Platform, Progress, Progress
 
 use super::registry_opts::{runtime, RegistryOpts};
 use super::Global;
+use crate::output::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
@@ -79,16 +80,16 @@ pub fn pull(g: &Global, a: PullArgs) -> Result<ExitCode> {
     if shown.is_some() {
         let named = Reference::parse_named(&a.reference)?;
         if named.tag().is_none() && named.digest().is_none() {
-            println!("Using default tag: latest");
+            outln!("Using default tag: latest")?;
         }
-        println!(
+        outln!(
             "{}: Pulling from {}",
             reference.tag().map_or_else(
                 || reference.manifest_reference().to_string(),
                 str::to_string
             ),
             familiar_repository(&reference)
-        );
+        )?;
     }
     let progress = shown
         .as_ref()
@@ -101,19 +102,19 @@ pub fn pull(g: &Global, a: PullArgs) -> Result<ExitCode> {
     }
     let pulled = result.with_context(|| format!("cannot pull {}", reference.familiar()))?;
     if a.quiet {
-        println!("{reference}");
+        outln!("{reference}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Digest: {}", pulled.repo_digest);
+    outln!("Digest: {}", pulled.repo_digest)?;
     if pulled.up_to_date && pulled.layers_downloaded == 0 {
-        println!("Status: Image is up to date for {}", reference.familiar());
+        outln!("Status: Image is up to date for {}", reference.familiar())?;
     } else {
-        println!(
+        outln!(
             "Status: Downloaded newer image for {}",
             reference.familiar()
-        );
+        )?;
     }
-    println!("{reference}");
+    outln!("{reference}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -140,7 +141,7 @@ pub fn push(g: &Global, a: PushArgs) -> Result<ExitCode> {
         Some(Display::new(Verb::Push, Some(image.id.clone())))
     };
     if shown.is_some() {
-        println!("The push refers to repository [{}]", target.name());
+        outln!("The push refers to repository [{}]", target.name())?;
     }
     let progress = shown
         .as_ref()
@@ -158,14 +159,14 @@ pub fn push(g: &Global, a: PushArgs) -> Result<ExitCode> {
     }
     let pushed = result.with_context(|| format!("cannot push {}", target.familiar()))?;
     if a.quiet {
-        println!("{}", pushed.digest);
+        outln!("{}", pushed.digest)?;
     } else {
-        println!(
+        outln!(
             "{}: digest: {} size: {}",
             target.tag().unwrap_or("latest"),
             pushed.digest,
             pushed.size
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -272,7 +273,10 @@ impl DisplayState {
         match &r.bar {
             Some(b) if done => b.finish_with_message(msg.to_string()),
             Some(b) => b.set_message(msg.to_string()),
-            None => println!("{}: {msg}", r.id),
+            // A closed stdout is reported by the next line `pull`/`push` print themselves.
+            None => {
+                let _ = outln!("{}: {msg}", r.id);
+            }
         }
     }
 
@@ -320,7 +324,9 @@ impl DisplayState {
                 let msg = format!("Retrying (attempt {attempt}): {error}");
                 match self.rows.get(digest).and_then(|r| r.bar.clone()) {
                     Some(b) => b.set_message(format!("Retrying ({attempt})")),
-                    None => println!("{}: {msg}", short(digest)),
+                    None => {
+                        let _ = outln!("{}: {msg}", short(digest));
+                    }
                 }
             }
             Progress::Exists { digest } => {
@@ -357,7 +363,7 @@ impl DisplayState {
                     b.set_position(0);
                     b.set_message("Compressed");
                 } else {
-                    println!("{}: Compressed to {}", row.id, short(digest));
+                    let _ = outln!("{}: Compressed to {}", row.id, short(digest));
                 }
                 self.rows.insert(digest.clone(), row);
             }
