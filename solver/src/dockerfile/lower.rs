@@ -702,8 +702,19 @@ impl<'a> Lowerer<'a> {
             .map_err(|e| err_at(cmd, e))
     }
 
-    fn image_file(img: &lade_cache::Image) -> ImageFile {
-        serde_json::from_slice(&img.config_bytes).unwrap_or_default()
+    /// The base image's config as the build reads it; a config lade cannot read fails the
+    /// build (a silent default would drop the base's env, user, history...).
+    fn image_file(
+        img: &lade_cache::Image,
+        name: &str,
+        cmd: &Command,
+    ) -> Result<ImageFile, LowerError> {
+        serde_json::from_slice(&img.config_bytes).map_err(|e| {
+            err_at(
+                cmd,
+                format!("cannot read the image config of {name} ({}): {e}", img.id),
+            )
+        })
     }
 
     fn lower_stage(&mut self, i: usize) -> Result<(), LowerError> {
@@ -738,7 +749,7 @@ impl<'a> Lowerer<'a> {
                 (None, None)
             } else {
                 let img = self.resolve_image(&base, &platform, from_cmd)?;
-                let file = Self::image_file(&img);
+                let file = Self::image_file(&img, &base, from_cmd)?;
                 (Some(img), Some(file))
             };
             counts_from = img.is_some();
