@@ -925,31 +925,39 @@ impl<'a> Lowerer<'a> {
                 Ok(())
             }
             Instruction::Arg(Arg { args }) => {
-                let mut parts = Vec::new();
+                // every default is expanded before any is applied (BuildKit expands the whole
+                // instruction with the env before it): `ARG A=1 B=$A` does not see this A
+                let mut defaults = Vec::new();
                 for a in args {
+                    defaults.push(match &a.default {
+                        Some(d) => Some(self.expand(st, cmd, &d.value)?),
+                        None => None,
+                    });
+                }
+                let mut parts = Vec::new();
+                for (a, default) in args.iter().zip(defaults) {
                     let name = a.name.value.clone();
                     self.consumed.insert(name.clone());
-                    let given = self.build_arg(&name).map(String::from);
-                    let mut value = None;
-                    if a.default.is_none() && given.is_none() {
-                        value = self
-                            .global
-                            .iter()
-                            .find(|(k, _)| *k == name)
-                            .map(|(_, v)| v.clone());
-                    }
-                    if let Some(g) = given {
-                        value = Some(g);
-                    } else if let Some(d) = &a.default {
-                        value = Some(self.expand(st, cmd, &d.value)?);
-                    }
+                    // history shows the instruction (default expanded), not the value in
+                    // effect (BuildKit's dispatchArg); values show in later RUN entries
+                    parts.push(match &default {
+                        Some(d) => format!("{name}={d}"),
+                        None => name.clone(),
+                    });
+                    // a given build arg, else the default, else the global (meta) ARG
+                    let value = self
+                        .build_arg(&name)
+                        .map(String::from)
+                        .or(default)
+                        .or_else(|| {
+                            self.global
+                                .iter()
+                                .find(|(k, _)| *k == name)
+                                .map(|(_, v)| v.clone())
+                        });
                     if let Some(v) = &value {
                         st.env_set(&name, v);
                     }
-                    parts.push(match &value {
-                        Some(v) => format!("{name}={v}"),
-                        None => name.clone(),
-                    });
                     st.build_args.push((name, value));
                 }
                 st.commit(format!("ARG {}", parts.join(" ")), None);
