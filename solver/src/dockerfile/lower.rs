@@ -794,6 +794,10 @@ impl<'a> Lowerer<'a> {
             if st.config.env_get("PATH").is_none() {
                 st.config.env.push(format!("PATH={DEFAULT_PATH}"));
             }
+            if img.is_none() {
+                // BuildKit's emptyImage(): `FROM scratch` works in `/`
+                st.config.working_dir = "/".into();
+            }
             st.env = st
                 .config
                 .env
@@ -982,8 +986,12 @@ impl<'a> Lowerer<'a> {
                 } else {
                     st.config.working_dir.clone()
                 };
+                // BuildKit's dispatchWorkdir: an absolute path is kept as written (config,
+                // history and RUN's cwd: `/a/b/../c` makes the RUN sandbox create `/a/b`, as
+                // runc does), a relative one is joined to the current dir (cleaned); the
+                // mkdir is of the cleaned path
                 let wd = if path.starts_with('/') {
-                    lade_executor::rootfs::clean(&path)
+                    path.clone()
                 } else {
                     lade_executor::rootfs::join(&current, &path)
                 };
@@ -992,17 +1000,18 @@ impl<'a> Lowerer<'a> {
                     st.commit(format!("WORKDIR {wd}"), None);
                     return Ok(());
                 }
+                let dir = lade_executor::rootfs::clean(&wd);
                 let info = self.step_info(st, cmd, onbuild);
                 let chown = Some(st.config.user.clone()).filter(|u| !u.is_empty());
                 let mut b = DigestBuilder::new("lade dockerfile mkdir v1");
-                b.str(&wd)
+                b.str(&dir)
                     .str(chown.as_deref().unwrap_or(""))
                     .str(&st.platform);
                 let op = CopyVertexOp {
                     store: self.store.clone(),
                     context: None,
                     sources: Vec::new(),
-                    dest: wd.clone(),
+                    dest: dir,
                     chown,
                     chmod: None,
                     unpack: false,
