@@ -366,6 +366,34 @@ pub fn lower(
     })
 }
 
+/// The proxy environment of RUN from the build args (BuildKit's `proxyEnvFromBuildArgs` and
+/// the executor's `proxyEnvList`): a build arg named like a proxy variable in either case sets
+/// that proxy, which RUN then sees in both spellings (`HTTP_PROXY` and `http_proxy`); empty
+/// values set nothing.
+fn proxy_env(build_args: &[(String, String)]) -> Vec<(String, String)> {
+    const KINDS: [&str; 5] = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "FTP_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    ];
+    let mut values: [Option<&str>; 5] = [None; 5];
+    for (k, v) in build_args {
+        if let Some(i) = KINDS.iter().position(|p| p.eq_ignore_ascii_case(k)) {
+            values[i] = Some(v.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    for (kind, v) in KINDS.iter().zip(values) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.push((kind.to_string(), v.to_string()));
+            out.push((kind.to_lowercase(), v.to_string()));
+        }
+    }
+    out
+}
+
 fn is_platform_arg(k: &str) -> bool {
     matches!(
         k,
@@ -428,11 +456,7 @@ impl<'a> Lowerer<'a> {
             let v = self.build_arg(k).map(String::from).unwrap_or(v);
             self.global.push((k.to_string(), v));
         }
-        for (k, v) in &self.opts.build_args {
-            if PROXY_ARGS.contains(&k.as_str()) {
-                self.proxy_env.push((k.clone(), v.clone()));
-            }
-        }
+        self.proxy_env = proxy_env(&self.opts.build_args);
         for cmd in &self.df.meta_args {
             let Instruction::Arg(Arg { args }) = &cmd.instruction else {
                 continue;
@@ -1280,11 +1304,18 @@ impl<'a> Lowerer<'a> {
         for m in &mounts {
             m.digest_into(&mut b);
         }
-        // proxies reach the process but not the key (BuildKit's ProxyEnv)
+        // proxies reach the process but not the key (BuildKit's ProxyEnv, appended to the
+        // env and merged as containerd's WithEnv does: a later value replaces an earlier one
+        // of the same name in place)
         let mut run_env = env.clone();
         for (k, v) in &self.proxy_env {
-            if !st.env.iter().any(|(ek, _)| ek == k) {
-                run_env.push(format!("{k}={v}"));
+            let entry = format!("{k}={v}");
+            match run_env
+                .iter_mut()
+                .find(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k.as_str()))
+            {
+                Some(e) => *e = entry,
+                None => run_env.push(entry),
             }
         }
         let mut info = self.step_info(st, cmd, onbuild);
@@ -1788,6 +1819,30 @@ fn sorted_labels(m: &BTreeMap<String, String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_args_reach_run_in_both_spellings() {
+        let args = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            proxy_env(&args(&[
+                ("HTTP_PROXY", "http://p:3128"),
+                ("no_proxy", "localhost"),
+                ("FTP_PROXY", ""),
+                ("OTHER", "x"),
+            ])),
+            args(&[
+                ("HTTP_PROXY", "http://p:3128"),
+                ("http_proxy", "http://p:3128"),
+                ("NO_PROXY", "localhost"),
+                ("no_proxy", "localhost"),
+            ])
+        );
+        assert!(proxy_env(&[]).is_empty());
+    }
 
     #[test]
     fn ports_and_signals() {
