@@ -37,7 +37,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::error::StartErrorKind;
 use crate::plan::{self, HostFacts, Plan, UserNs};
 use crate::proto::{Channel, FromInit, ToInit};
-use crate::spec::{ProcessRules, SandboxSpec, DEFAULT_PATH};
+use crate::spec::{SandboxSpec, DEFAULT_PATH};
 use crate::sys::{self, Linux, Source, Syscall};
 use crate::user::ExecUser;
 use crate::{setup, Error, ExitStatus, Result};
@@ -293,9 +293,12 @@ fn sandbox_setup(
     let user = setup::resolve_user(&sys, &spec.process)?;
     // before the working directory is made, so that it gets its 0755 whatever lade's umask
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    let cwd_owner =
-        (spec.process.rules == ProcessRules::BuildKitRun).then_some((user.uid, user.gid));
-    setup::enter_cwd(&sys, &spec.process.cwd, cwd_owner)?;
+    setup::enter_cwd(
+        &sys,
+        &spec.process.cwd,
+        spec.process.rules,
+        (user.uid, user.gid),
+    )?;
     let env = process_env(&spec.process.env, &user);
     let can_setgroups = plan.userns.as_ref().is_none_or(|u| !u.deny_setgroups);
     setup::apply_credentials(&sys, &spec.process, &user, can_setgroups)?;

@@ -399,17 +399,28 @@ pub fn resolve_user<S: Syscall>(sys: &S, process: &ProcessSpec) -> Result<ExecUs
     )
 }
 
-/// Creates the working directory when missing (0755; root-owned as docker does, or `owner`'s)
-/// and enters it. Resolution stays inside the root and refuses magic links, so
-/// `/proc/self/fd/N` cannot lead to anything of the host.
+/// Creates the working directory when missing (0755) and enters it. Resolution stays inside
+/// the root and refuses magic links, so `/proc/self/fd/N` cannot lead to anything of the host.
 ///
-/// With an `owner` (BuildKit's RUN), the path with its `..` resolved is created first, each new
-/// directory owned by `owner` (BuildKit's `MkdirAllAndChown`); then, as runc does with the path
-/// as written, whatever is still missing (a directory a `..` stepped out of) is made as root.
-pub fn enter_cwd<S: Syscall>(sys: &S, cwd: &str, owner: Option<(u32, u32)>) -> Result<()> {
-    if let Some((uid, gid)) = owner {
-        make_cwd(sys, cwd, &crate::spec::clean_path(cwd), Some((uid, gid)))?;
-    }
+/// `DockerRun`: the path is cleaned first (docker's `filepath.Clean`), missing directories are
+/// made by root. `BuildKitRun`: the path with its `..` resolved is created first, each new
+/// directory owned by `user` (`uid`, `gid`; BuildKit's `MkdirAllAndChown`); then, as runc does
+/// with the path as written, whatever is still missing (a directory a `..` stepped out of) is
+/// made by root, and the process starts in the path as written.
+pub fn enter_cwd<S: Syscall>(
+    sys: &S,
+    cwd: &str,
+    rules: ProcessRules,
+    user: (u32, u32),
+) -> Result<()> {
+    let clean = crate::spec::clean_path(cwd);
+    let cwd = match rules {
+        ProcessRules::DockerRun => clean.as_str(),
+        ProcessRules::BuildKitRun => {
+            make_cwd(sys, cwd, &clean, Some(user))?;
+            cwd
+        }
+    };
     make_cwd(sys, cwd, cwd, None)?;
     sys.chdir_in_root(if cwd.is_empty() { "/" } else { cwd })
         .map_err(|e| match e {
@@ -744,7 +755,7 @@ mod tests {
     #[test]
     fn cwd_is_created_and_magic_links_refused() {
         let sys = image();
-        enter_cwd(&sys, "/work/dir", None).unwrap();
+        enter_cwd(&sys, "/work/dir", ProcessRules::DockerRun, (5, 5)).unwrap();
         assert_eq!(
             sys.calls(),
             [
@@ -760,14 +771,14 @@ mod tests {
         sys.set("/proc/self", FileType::Symlink);
         sys.set("/proc/self/fd", FileType::Dir);
         sys.set("/proc/self/fd/7", FileType::Symlink);
-        let err = enter_cwd(&sys, "/proc/self/fd/7", None).unwrap_err();
+        let err = enter_cwd(&sys, "/proc/self/fd/7", ProcessRules::DockerRun, (0, 0)).unwrap_err();
         assert!(matches!(err, Error::Refused(_)), "{err}");
     }
 
     #[test]
-    fn buildkit_run_creates_the_cwd_as_the_user() {
+    fn missing_cwd_owner_and_dotdot_follow_the_rules() {
         let sys = image();
-        enter_cwd(&sys, "/wd/deep", Some((1000, 1000))).unwrap();
+        enter_cwd(&sys, "/wd/deep", ProcessRules::BuildKitRun, (1000, 1000)).unwrap();
         assert_eq!(
             sys.calls(),
             [
@@ -782,7 +793,7 @@ mod tests {
         // root (runc's MkdirAll of the unclean cwd)
         let sys = image();
         sys.set("/a", FileType::Dir);
-        enter_cwd(&sys, "/a/b/../c", Some((7, 8))).unwrap();
+        enter_cwd(&sys, "/a/b/../c", ProcessRules::BuildKitRun, (7, 8)).unwrap();
         assert_eq!(
             sys.calls(),
             [
@@ -792,6 +803,11 @@ mod tests {
                 "chdir_in_root /a/b/../c"
             ]
         );
+        // docker run: cleaned first, made by root
+        let sys = image();
+        sys.set("/a", FileType::Dir);
+        enter_cwd(&sys, "/a/b/../c", ProcessRules::DockerRun, (7, 8)).unwrap();
+        assert_eq!(sys.calls(), ["mkdir /a/c 755", "chdir_in_root /a/c"]);
     }
 
     #[test]

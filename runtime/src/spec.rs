@@ -253,12 +253,13 @@ impl Default for ProcessSpec {
 /// Supplementary groups (beyond [`ProcessSpec::additional_groups`]): both take `/etc/group`'s
 /// memberships of a user named without a group (`lade`, or `1000` when uid 1000 is in
 /// `/etc/passwd`) and none when a group is given (`lade:wheel`, `1000:29`) or the uid is
-/// unknown (runc's `GetExecUser`). A missing working directory is created `0755` either way.
+/// unknown (runc's `GetExecUser`). A missing working directory is created `0755` either way;
+/// docker cleans the path first, BuildKit keeps it as written (`/a/b/../c`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ProcessRules {
     /// `docker run`: an empty user is root with root's memberships; the primary gid is added
-    /// to the groups (moby's fix of CVE-2022-36109); a missing working directory is created
-    /// owned by root.
+    /// to the groups (moby's fix of CVE-2022-36109); the working directory is cleaned, and
+    /// created owned by root when missing.
     #[default]
     DockerRun,
     /// BuildKit's RUN (its runc executor): an empty user is `0:0` with no groups at all; the

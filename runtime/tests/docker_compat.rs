@@ -220,6 +220,13 @@ fn behaves_like_docker_run() {
             ..BASE
         },
         Case {
+            // docker cleans the working directory before creating it: no /made/by
+            user: "lade",
+            workdir: "/made/by/../run",
+            script: "pwd; ls -d /made/*; stat -c '%n %a %u:%g' /made /made/run",
+            ..BASE
+        },
+        Case {
             script: "for f in /dev/* /dev/pts/*; do stat -c '%n %F %a %U %G %t:%T' $f; done",
             ..BASE
         },
