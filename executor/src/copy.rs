@@ -195,7 +195,16 @@ impl<'a> Copier<'a> {
         } else {
             split(&clean(dest)).map_or("/".to_string(), |(p, _)| p.to_string())
         };
-        self.dst.mkdir_all(&ensure, 0o755, self.owner, None)?;
+        // created before the first source is copied, not when no wildcard matched anything
+        // (BuildKit's copy makes it per source; an empty wildcard match copies nothing)
+        let mut ensured = false;
+        let mut ensure_dest = |this: &Self| -> Result<()> {
+            if !ensured {
+                this.dst.mkdir_all(&ensure, 0o755, this.owner, None)?;
+                ensured = true;
+            }
+            Ok(())
+        };
         for item in &self.op.items {
             match item {
                 CopyItem::Context {
@@ -220,6 +229,7 @@ impl<'a> Copier<'a> {
                         context: true,
                         keep: keep.as_ref().map(|k| k.to_string_lossy().into_owned()),
                     };
+                    ensure_dest(&self)?;
                     if self.op.unpack && self.try_unpack(&src_root, &src)? {
                         continue;
                     }
@@ -244,6 +254,7 @@ impl<'a> Copier<'a> {
                         if root.lstat(&followed)?.is_none() {
                             return Err(Error::NotFound(pattern.clone()));
                         }
+                        ensure_dest(&self)?;
                         let mut entries = Vec::new();
                         walk(root, &followed, "", &mut entries)?;
                         entries.retain(|(_, rel)| rel.is_empty() || !excluded(rel));
@@ -270,7 +281,10 @@ impl<'a> Copier<'a> {
                     data,
                     mode,
                     mtime,
-                } => self.copy_inline(name, data, *mode, *mtime)?,
+                } => {
+                    ensure_dest(&self)?;
+                    self.copy_inline(name, data, *mode, *mtime)?
+                }
             }
         }
         Ok(())
@@ -524,8 +538,9 @@ fn copy_xattrs(src: &File, dst: &File) {
 }
 
 /// Paths in `root` matching `pattern` (Go `filepath.Match` per component, literal prefix
-/// resolved through symlinks), sorted; a pattern without wildcards is returned cleaned. An
-/// empty result is a [`Error::NotFound`].
+/// resolved through symlinks), sorted; a pattern without wildcards is returned cleaned (the
+/// copy then fails if it does not exist). A wildcard that matches nothing gives an empty list,
+/// copied as nothing: BuildKit's `AllowEmptyWildcard`, set on every Dockerfile COPY/ADD source.
 pub fn expand(root: &Root, pattern: &str) -> Result<Vec<String>> {
     let cleaned = clean(pattern);
     if !glob::has_wildcards(&cleaned) {
@@ -560,9 +575,6 @@ pub fn expand(root: &Root, pattern: &str) -> Result<Vec<String>> {
     }
     cands.sort();
     cands.dedup();
-    if cands.is_empty() {
-        return Err(Error::NotFound(pattern.to_string()));
-    }
     Ok(cands)
 }
 

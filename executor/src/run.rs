@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lade_cache::{Digest, LayerRecord, Store, TarOptions};
+use lade_runtime::spec::ProcessRules;
 use lade_runtime::{
     BindMount, EtcFiles, ExitStatus, NetworkMode, Rootfs, Runtime, SandboxSpec, Stdio, StdioSet,
     UserNamespace,
@@ -167,12 +168,17 @@ pub async fn run(
     );
     sspec.hostname = HOSTNAME.into();
     sspec.network = network;
-    sspec.etc = EtcFiles::docker_defaults(network).with_hostname_entry(HOSTNAME);
+    // BuildKit's runc executor: generated /etc/hosts and /etc/resolv.conf only (the image's
+    // /etc/hostname stays, and a RUN may delete it), and BuildKit's supplementary groups
+    sspec.etc = EtcFiles::docker_defaults(network)
+        .with_hostname_entry(HOSTNAME)
+        .without_hostname_file();
     sspec.mounts = mounts;
     sspec.user_namespace = UserNamespace::Auto;
     sspec.process.env = spec.env.clone();
     sspec.process.cwd = spec.cwd.clone();
     sspec.process.user = spec.user.clone();
+    sspec.process.rules = ProcessRules::BuildKitRun;
 
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

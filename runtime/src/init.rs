@@ -291,13 +291,19 @@ fn sandbox_setup(
         open_console(ch, &sys, spec)?;
     }
     let user = setup::resolve_user(&sys, &spec.process)?;
-    setup::enter_cwd(&sys, &spec.process.cwd)?;
+    // before the working directory is made, so that it gets its 0755 whatever lade's umask
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    setup::enter_cwd(
+        &sys,
+        &spec.process.cwd,
+        spec.process.rules,
+        (user.uid, user.gid),
+    )?;
     let env = process_env(&spec.process.env, &user);
     let can_setgroups = plan.userns.as_ref().is_none_or(|u| !u.deny_setgroups);
     setup::apply_credentials(&sys, &spec.process, &user, can_setgroups)?;
     // A credential change clears the parent-death signal.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::sys("set pdeathsig"))?;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
 
     let argv: Vec<CString> = spec
         .process

@@ -327,11 +327,13 @@ pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
             link: link.into(),
         });
     }
-    for (file, target) in [
-        (scratch::HOSTNAME, "/etc/hostname"),
-        (scratch::HOSTS, "/etc/hosts"),
-        (scratch::RESOLV, "/etc/resolv.conf"),
-    ] {
+    let mut etc = Vec::new();
+    if spec.etc.hostname_file {
+        etc.push((scratch::HOSTNAME, "/etc/hostname"));
+    }
+    etc.push((scratch::HOSTS, "/etc/hosts"));
+    etc.push((scratch::RESOLV, "/etc/resolv.conf"));
+    for (file, target) in etc {
         steps.push(Step::Bind {
             source: spec.scratch.join(file),
             target: target.into(),
@@ -366,11 +368,16 @@ pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
         userns,
         namespaces,
         scratch: spec.scratch.clone(),
-        scratch_files: vec![
-            (scratch::HOSTNAME, format!("{}\n", spec.hostname)),
-            (scratch::HOSTS, spec.etc.hosts.clone()),
-            (scratch::RESOLV, spec.etc.resolv_conf.clone()),
-        ],
+        scratch_files: spec
+            .etc
+            .hostname_file
+            .then(|| (scratch::HOSTNAME, format!("{}\n", spec.hostname)))
+            .into_iter()
+            .chain([
+                (scratch::HOSTS, spec.etc.hosts.clone()),
+                (scratch::RESOLV, spec.etc.resolv_conf.clone()),
+            ])
+            .collect(),
         root,
         steps,
         hostname: spec.hostname.clone(),
@@ -561,6 +568,25 @@ mod tests {
                 (Path::new("/data"), "/data", true),
             ]
         );
+    }
+
+    #[test]
+    fn buildkit_run_leaves_etc_hostname_to_the_image() {
+        let mut s = spec();
+        s.etc = s.etc.clone().without_hostname_file();
+        let p = plan(&s, ROOT).unwrap();
+        let targets: Vec<&str> = p
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::Bind { target, .. } => Some(target.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, ["/etc/hosts", "/etc/resolv.conf"]);
+        let files: Vec<&str> = p.scratch_files.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, [scratch::HOSTS, scratch::RESOLV]);
+        assert_eq!(p.hostname, "lade", "the UTS hostname is still set");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use crate::plan::{Kind, Plan, RootMount, Step};
-use crate::spec::ProcessSpec;
+use crate::spec::{ProcessRules, ProcessSpec};
 use crate::sys::{FileType, Source, Syscall};
 use crate::user::{self, ExecUser};
 use crate::{caps, plan, Error, Result};
@@ -379,14 +379,19 @@ pub fn resolve_user<S: Syscall>(sys: &S, process: &ProcessSpec) -> Result<ExecUs
             }),
         }
     };
-    // Only read the files when there is something to look up.
-    if process.user.is_empty() && process.additional_groups.is_empty() {
-        let passwd = read("/etc/passwd")?;
-        return user::resolve("", &[], passwd.as_deref(), None);
-    }
     let passwd = read("/etc/passwd")?;
-    let group = read("/etc/group")?;
+    // An empty user is root, with root's /etc/group memberships in docker run (not in
+    // BuildKit's RUN, which does not read the file then).
+    let group = if process.user.is_empty()
+        && process.additional_groups.is_empty()
+        && process.rules == ProcessRules::BuildKitRun
+    {
+        None
+    } else {
+        read("/etc/group")?
+    };
     user::resolve(
+        process.rules,
         &process.user,
         &process.additional_groups,
         passwd.as_deref(),
@@ -394,19 +399,57 @@ pub fn resolve_user<S: Syscall>(sys: &S, process: &ProcessSpec) -> Result<ExecUs
     )
 }
 
-/// Creates the working directory when missing (root-owned, 0755, as docker does) and enters it.
-/// Resolution stays inside the root and refuses magic links, so `/proc/self/fd/N` cannot lead
-/// to anything of the host.
-pub fn enter_cwd<S: Syscall>(sys: &S, cwd: &str) -> Result<()> {
-    let comps: Vec<&str> = cwd.split('/').filter(|c| !c.is_empty()).collect();
+/// Creates the working directory when missing (0755) and enters it. Resolution stays inside
+/// the root and refuses magic links, so `/proc/self/fd/N` cannot lead to anything of the host.
+///
+/// `DockerRun`: the path is cleaned first (docker's `filepath.Clean`), missing directories are
+/// made by root. `BuildKitRun`: the path with its `..` resolved is created first, each new
+/// directory owned by `user` (`uid`, `gid`; BuildKit's `MkdirAllAndChown`); then, as runc does
+/// with the path as written, whatever is still missing (a directory a `..` stepped out of) is
+/// made by root, and the process starts in the path as written.
+pub fn enter_cwd<S: Syscall>(
+    sys: &S,
+    cwd: &str,
+    rules: ProcessRules,
+    user: (u32, u32),
+) -> Result<()> {
+    let clean = crate::spec::clean_path(cwd);
+    let cwd = match rules {
+        ProcessRules::DockerRun => clean.as_str(),
+        ProcessRules::BuildKitRun => {
+            make_cwd(sys, cwd, &clean, Some(user))?;
+            cwd
+        }
+    };
+    make_cwd(sys, cwd, cwd, None)?;
+    sys.chdir_in_root(if cwd.is_empty() { "/" } else { cwd })
+        .map_err(|e| match e {
+            Errno::ELOOP | Errno::EXDEV => refused_cwd(cwd),
+            e => Error::Sys {
+                what: format!("enter working directory {cwd}"),
+                errno: e,
+            },
+        })
+}
+
+/// Creates the missing directories of `path` (part of the working directory `cwd`) one
+/// component at a time, chowning them to `owner` when given.
+fn make_cwd<S: Syscall>(sys: &S, cwd: &str, path: &str, owner: Option<(u32, u32)>) -> Result<()> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut cur = String::new();
     for c in comps {
         cur.push('/');
         cur.push_str(c);
         match sys.lookup(&cur) {
-            Ok(None) => sys
-                .mkdir(&cur, 0o755)
-                .map_err(Error::sys(format!("create working directory {cur}")))?,
+            Ok(None) => {
+                sys.mkdir(&cur, 0o755)
+                    .map_err(Error::sys(format!("create working directory {cur}")))?;
+                if let Some((uid, gid)) = owner {
+                    sys.chown(&cur, uid, gid).map_err(Error::sys(format!(
+                        "chown working directory {cur} to {uid}:{gid}"
+                    )))?;
+                }
+            }
             Ok(Some(FileType::Dir | FileType::Symlink)) => {}
             Ok(Some(_)) => {
                 return Err(Error::InvalidSpec(format!(
@@ -422,14 +465,7 @@ pub fn enter_cwd<S: Syscall>(sys: &S, cwd: &str) -> Result<()> {
             }
         }
     }
-    sys.chdir_in_root(if cwd.is_empty() { "/" } else { cwd })
-        .map_err(|e| match e {
-            Errno::ELOOP | Errno::EXDEV => refused_cwd(cwd),
-            e => Error::Sys {
-                what: format!("enter working directory {cwd}"),
-                errno: e,
-            },
-        })
+    Ok(())
 }
 
 fn refused_cwd(cwd: &str) -> Error {
@@ -719,7 +755,7 @@ mod tests {
     #[test]
     fn cwd_is_created_and_magic_links_refused() {
         let sys = image();
-        enter_cwd(&sys, "/work/dir").unwrap();
+        enter_cwd(&sys, "/work/dir", ProcessRules::DockerRun, (5, 5)).unwrap();
         assert_eq!(
             sys.calls(),
             [
@@ -735,8 +771,43 @@ mod tests {
         sys.set("/proc/self", FileType::Symlink);
         sys.set("/proc/self/fd", FileType::Dir);
         sys.set("/proc/self/fd/7", FileType::Symlink);
-        let err = enter_cwd(&sys, "/proc/self/fd/7").unwrap_err();
+        let err = enter_cwd(&sys, "/proc/self/fd/7", ProcessRules::DockerRun, (0, 0)).unwrap_err();
         assert!(matches!(err, Error::Refused(_)), "{err}");
+    }
+
+    #[test]
+    fn missing_cwd_owner_and_dotdot_follow_the_rules() {
+        let sys = image();
+        enter_cwd(&sys, "/wd/deep", ProcessRules::BuildKitRun, (1000, 1000)).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                "mkdir /wd 755",
+                "chown /wd 1000:1000",
+                "mkdir /wd/deep 755",
+                "chown /wd/deep 1000:1000",
+                "chdir_in_root /wd/deep"
+            ]
+        );
+        // `..`: the resolved path as the user, then what the path as written still lacks as
+        // root (runc's MkdirAll of the unclean cwd)
+        let sys = image();
+        sys.set("/a", FileType::Dir);
+        enter_cwd(&sys, "/a/b/../c", ProcessRules::BuildKitRun, (7, 8)).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                "mkdir /a/c 755",
+                "chown /a/c 7:8",
+                "mkdir /a/b 755",
+                "chdir_in_root /a/b/../c"
+            ]
+        );
+        // docker run: cleaned first, made by root
+        let sys = image();
+        sys.set("/a", FileType::Dir);
+        enter_cwd(&sys, "/a/b/../c", ProcessRules::DockerRun, (7, 8)).unwrap();
+        assert_eq!(sys.calls(), ["mkdir /a/c 755", "chdir_in_root /a/c"]);
     }
 
     #[test]
@@ -760,5 +831,21 @@ mod tests {
         );
         let u = resolve_user(&sys, &ProcessSpec::default()).unwrap();
         assert_eq!(u.home, "/root");
+        // BuildKit's RUN: no primary gid in the list, no groups for an empty user
+        let p = ProcessSpec {
+            user: "lade".into(),
+            rules: ProcessRules::BuildKitRun,
+            ..ProcessSpec::default()
+        };
+        assert_eq!(resolve_user(&sys, &p).unwrap().groups, vec![10]);
+        let p = ProcessSpec {
+            rules: ProcessRules::BuildKitRun,
+            ..ProcessSpec::default()
+        };
+        let u = resolve_user(&sys, &p).unwrap();
+        assert_eq!(
+            (u.uid, u.gid, u.groups, u.home.as_str()),
+            (0, 0, vec![], "/root")
+        );
     }
 }

@@ -118,6 +118,15 @@ impl BindMount {
 pub struct EtcFiles {
     pub hosts: String,
     pub resolv_conf: String,
+    /// Bind-mount a generated `/etc/hostname` holding [`SandboxSpec::hostname`], as docker run
+    /// does. BuildKit's RUN mounts only `/etc/hosts` and `/etc/resolv.conf`: the image's own
+    /// `/etc/hostname` (if any) stays visible, and a RUN can remove or replace it.
+    #[serde(default = "yes")]
+    pub hostname_file: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl EtcFiles {
@@ -130,12 +139,21 @@ impl EtcFiles {
             NetworkMode::Host => Self {
                 hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| default_hosts()),
                 resolv_conf: host_resolv,
+                hostname_file: true,
             },
             NetworkMode::None => Self {
                 hosts: default_hosts(),
                 resolv_conf: host_resolv,
+                hostname_file: true,
             },
         }
+    }
+
+    /// Leaves `/etc/hostname` to the image (BuildKit's RUN; the hostname is still set in the
+    /// UTS namespace).
+    pub fn without_hostname_file(mut self) -> Self {
+        self.hostname_file = false;
+        self
     }
 
     /// Adds `127.0.0.1 HOSTNAME` to `/etc/hosts`, as BuildKit does for RUN steps.
@@ -184,8 +202,8 @@ pub struct ProcessSpec {
     /// `KEY=VALUE` entries. `HOME` is added from the user's passwd entry when missing (as runc
     /// does); see [`docker_env`] for docker's other defaults.
     pub env: Vec<String>,
-    /// Absolute working directory; created (owned by root, mode 0755) when missing, as docker
-    /// does.
+    /// Absolute working directory; created (mode 0755) when missing, owned as [`Self::rules`]
+    /// say.
     pub cwd: String,
     /// `USER[:GROUP]`, names or numbers, resolved from the rootfs's `/etc/passwd` and
     /// `/etc/group`. Empty means root.
@@ -193,6 +211,9 @@ pub struct ProcessSpec {
     /// Extra supplementary groups (names or numbers), added to those `/etc/group` gives the
     /// user (docker's `--group-add`).
     pub additional_groups: Vec<String>,
+    /// docker run's or BuildKit RUN's rules (supplementary groups, working directory owner).
+    #[serde(default)]
+    pub rules: ProcessRules,
     /// Resource limits; each must stay within the host's hard limit.
     pub rlimits: Vec<Rlimit>,
     /// Set `PR_SET_NO_NEW_PRIVS` before exec (docker's `no-new-privileges`).
@@ -216,6 +237,7 @@ impl Default for ProcessSpec {
             cwd: "/".into(),
             user: String::new(),
             additional_groups: Vec::new(),
+            rules: ProcessRules::DockerRun,
             rlimits: Vec::new(),
             no_new_privs: false,
             capabilities: None,
@@ -224,6 +246,27 @@ impl Default for ProcessSpec {
             init: false,
         }
     }
+}
+
+/// Whose rules the process setup follows where `docker run` and BuildKit's RUN differ.
+///
+/// Supplementary groups (beyond [`ProcessSpec::additional_groups`]): both take `/etc/group`'s
+/// memberships of a user named without a group (`lade`, or `1000` when uid 1000 is in
+/// `/etc/passwd`) and none when a group is given (`lade:wheel`, `1000:29`) or the uid is
+/// unknown (runc's `GetExecUser`). A missing working directory is created `0755` either way;
+/// docker cleans the path first, BuildKit keeps it as written (`/a/b/../c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ProcessRules {
+    /// `docker run`: an empty user is root with root's memberships; the primary gid is added
+    /// to the groups (moby's fix of CVE-2022-36109); the working directory is cleaned, and
+    /// created owned by root when missing.
+    #[default]
+    DockerRun,
+    /// BuildKit's RUN (its runc executor): an empty user is `0:0` with no groups at all; the
+    /// primary gid is not added; a missing working directory is created owned by the user
+    /// (`idtools.MkdirAllAndChown` of the path resolved in the rootfs), then runc creates
+    /// what the path as written still lacks (a `..` component) as root.
+    BuildKitRun,
 }
 
 /// Terminal size.

@@ -63,6 +63,8 @@ pub trait Syscall {
     /// Type of `path` in the root, not following a final symlink; `None` when missing.
     fn lookup(&self, path: &str) -> SysResult<Option<FileType>>;
     fn mkdir(&self, path: &str, mode: u32) -> SysResult<()>;
+    /// `chown` of an in-root path, not following a final symlink.
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> SysResult<()>;
     /// Creates an empty regular file (fails if anything exists there).
     fn create_file(&self, path: &str, mode: u32) -> SysResult<()>;
     fn mknod_char(&self, path: &str, mode: u32, major: u32, minor: u32) -> SysResult<()>;
@@ -253,6 +255,21 @@ impl Syscall for Linux {
         let (dir, name) = self.parent_in_root(path)?;
         // SAFETY: valid fd and NUL-terminated name.
         Errno::result(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+    }
+
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> SysResult<()> {
+        let (dir, name) = self.parent_in_root(path)?;
+        // SAFETY: valid fd and NUL-terminated name.
+        Errno::result(unsafe {
+            libc::fchownat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+        .map(drop)
     }
 
     fn create_file(&self, path: &str, mode: u32) -> SysResult<()> {
@@ -859,13 +876,21 @@ pub(crate) mod recording {
         fn set_root(&self, root: &Path) -> SysResult<()> {
             self.rec(format!("set_root {}", root.display()))
         }
+        // `..` resolved lexically, as the kernel does in a tree without symlinks
         fn lookup(&self, path: &str) -> SysResult<Option<FileType>> {
-            Ok(self.tree.borrow().get(path).copied())
+            Ok(self
+                .tree
+                .borrow()
+                .get(&crate::spec::clean_path(path))
+                .copied())
         }
         fn mkdir(&self, path: &str, mode: u32) -> SysResult<()> {
             self.rec(format!("mkdir {path} {mode:o}"))?;
-            self.set(path, FileType::Dir);
+            self.set(&crate::spec::clean_path(path), FileType::Dir);
             Ok(())
+        }
+        fn chown(&self, path: &str, uid: u32, gid: u32) -> SysResult<()> {
+            self.rec(format!("chown {path} {uid}:{gid}"))
         }
         fn create_file(&self, path: &str, mode: u32) -> SysResult<()> {
             self.rec(format!("create {path} {mode:o}"))?;

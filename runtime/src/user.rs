@@ -2,6 +2,7 @@
 //! (and so docker's) rules. Pure: the caller reads the files through a path-safe open inside
 //! the rootfs; nothing from the image (no NSS module, no binary) ever runs.
 
+use crate::spec::ProcessRules;
 use crate::{Error, Result};
 
 /// The identity a process runs with.
@@ -10,7 +11,8 @@ pub struct ExecUser {
     pub uid: u32,
     pub gid: u32,
     /// Supplementary groups, in order, without duplicates: the user's groups from `/etc/group`
-    /// (when no group was given), the additional groups, then the primary gid (docker's set).
+    /// (when no group was given), the additional groups, then the primary gid (docker's set;
+    /// see [`ProcessRules`] for BuildKit's).
     pub groups: Vec<u32>,
     /// Home directory from the passwd entry, `/` when there is none.
     pub home: String,
@@ -76,9 +78,11 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
-/// Resolves `spec` (`""`, `USER`, `USER:GROUP`, names or numbers) and the additional groups.
-/// `passwd`/`group` are the files' contents, `None` when the rootfs has no such file.
+/// Resolves `spec` (`""`, `USER`, `USER:GROUP`, names or numbers) and the additional groups
+/// with `policy`'s supplementary groups. `passwd`/`group` are the files' contents, `None` when
+/// the rootfs has no such file.
 pub fn resolve(
+    policy: ProcessRules,
     spec: &str,
     additional: &[String],
     passwd: Option<&str>,
@@ -140,6 +144,8 @@ pub fn resolve(
             };
         }
         Some(_) => return Err(Error::User(format!("user `{spec}`: empty group after `:`"))),
+        // BuildKit's GetUser takes an empty USER as `0:0`: no /etc/group lookup
+        None if policy == ProcessRules::BuildKitRun && spec.is_empty() => {}
         None => {
             if !name.is_empty() {
                 for e in group_entries(group_text) {
@@ -168,8 +174,9 @@ pub fn resolve(
         }
     }
 
-    // Docker's process also carries its primary gid in the supplementary list.
-    if !groups.contains(&gid) {
+    // Docker's process also carries its primary gid in the supplementary list; BuildKit's
+    // does not.
+    if policy == ProcessRules::DockerRun && !groups.contains(&gid) {
         groups.push(gid);
     }
     Ok(ExecUser {
@@ -195,7 +202,13 @@ mod tests {
 
     fn r(spec: &str, add: &[&str]) -> Result<ExecUser> {
         let add: Vec<String> = add.iter().map(|s| s.to_string()).collect();
-        resolve(spec, &add, Some(PASSWD), Some(GROUP))
+        resolve(
+            ProcessRules::DockerRun,
+            spec,
+            &add,
+            Some(PASSWD),
+            Some(GROUP),
+        )
     }
 
     #[test]
@@ -203,8 +216,54 @@ mod tests {
         let u = r("", &[]).unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/root"));
         assert_eq!(u.groups, vec![0]);
-        let u = resolve("", &[], None, None).unwrap();
+        let u = resolve(ProcessRules::DockerRun, "", &[], None, None).unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/"));
+    }
+
+    #[test]
+    fn root_gets_its_memberships_in_docker_run() {
+        // `docker run alpine id`: groups=0(root),1(bin),2(daemon),...
+        let group = "root:x:0:\nbin:x:1:root,bin\nwheel:x:10:root,lade\n";
+        for spec in ["", "root", "0"] {
+            let u = resolve(
+                ProcessRules::DockerRun,
+                spec,
+                &[],
+                Some(PASSWD),
+                Some(group),
+            )
+            .unwrap();
+            assert_eq!(u.groups, vec![1, 10, 0], "{spec:?}");
+        }
+    }
+
+    /// What BuildKit's RUN gets (checked with dockerd 20.10.24's BuildKit: `id` in RUN after
+    /// `USER x`, with root a member of wheel).
+    #[test]
+    fn buildkit_run_groups() {
+        let group = "root:x:0:\nwheel:x:10:lade,root\naudio:x:29:lade\nlade:x:1000:\n";
+        let b = |spec: &str| {
+            let u = resolve(
+                ProcessRules::BuildKitRun,
+                spec,
+                &[],
+                Some(PASSWD),
+                Some(group),
+            )
+            .unwrap();
+            (u.uid, u.gid, u.groups)
+        };
+        assert_eq!(b(""), (0, 0, vec![]));
+        assert_eq!(b("root"), (0, 0, vec![10]));
+        assert_eq!(b("0"), (0, 0, vec![10]));
+        assert_eq!(b("lade"), (1000, 1000, vec![10, 29]));
+        assert_eq!(b("1000"), (1000, 1000, vec![10, 29]));
+        assert_eq!(b("lade:wheel"), (1000, 10, vec![]));
+        assert_eq!(b("1000:29"), (1000, 29, vec![]));
+        assert_eq!(b("lade:1000"), (1000, 1000, vec![]));
+        assert_eq!(b("4242"), (4242, 0, vec![]));
+        assert_eq!(b("4242:lade"), (4242, 1000, vec![]));
+        assert_eq!(b("daemon"), (1, 1, vec![]));
     }
 
     #[test]

@@ -166,6 +166,15 @@ fn behaves_like_docker_run() {
     let rootfs = tmp.path().join("rootfs");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/mkrootfs.sh");
     assert!(Command::new(root).arg(&rootfs).status().unwrap().success());
+    // root a member of a group (as in alpine's /etc/group): docker gives an empty -u root's
+    // memberships too
+    let group = rootfs.join("etc/group");
+    let text = std::fs::read_to_string(&group).unwrap();
+    std::fs::write(
+        &group,
+        text.replace("wheel:x:10:lade\n", "wheel:x:10:lade,root\n"),
+    )
+    .unwrap();
     let image = import(&rootfs, &tmp.path().join("rootfs.tar"));
     let vol = tmp.path().join("vol");
     std::fs::create_dir(&vol).unwrap();
@@ -208,6 +217,13 @@ fn behaves_like_docker_run() {
             user: "lade",
             workdir: "/root",
             script: "pwd; ls 2>&1; echo rc=$?",
+            ..BASE
+        },
+        Case {
+            // docker cleans the working directory before creating it: no /made/by
+            user: "lade",
+            workdir: "/made/by/../run",
+            script: "pwd; ls -d /made/*; stat -c '%n %a %u:%g' /made /made/run",
             ..BASE
         },
         Case {

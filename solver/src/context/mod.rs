@@ -520,18 +520,15 @@ impl Context {
     /// Resolves COPY/ADD source patterns (Go `filepath.Match` wildcards; `**` is not special)
     /// with BuildKit's rules: a matched symlink is followed, a directory contributes itself and
     /// everything below it (inner symlinks as themselves). Hashes the selected files (stat
-    /// cache first, multi-threaded) and returns them with their digest. A pattern that matches
-    /// nothing is a [`Error::NotFound`] naming it.
+    /// cache first, multi-threaded) and returns them with their digest. A path without
+    /// wildcards that does not exist is a [`Error::NotFound`] naming it; a wildcard pattern
+    /// that matches nothing selects nothing (BuildKit's `AllowEmptyWildcard`, which the
+    /// Dockerfile frontend sets on every COPY/ADD source).
     pub fn select<S: AsRef<str>>(&self, patterns: &[S]) -> Result<Selection> {
         let mut picked: Vec<(String, PathBuf, usize, Vec<usize>)> = Vec::new();
         for p in patterns {
             let p = p.as_ref();
             let matched = self.expand(p)?;
-            if matched.is_empty() {
-                return Err(Error::NotFound {
-                    pattern: p.to_string(),
-                });
-            }
             for lit in matched {
                 let Some(ri) = self.resolve(&lit, true, p)? else {
                     return Err(Error::NotFound {

@@ -544,10 +544,17 @@ fn wildcard_sources_follow_go_filepath_match() {
     ));
     assert_eq!(matched("s*"), vec!["sub"]);
     assert_eq!(ctx.select(&["s*"]).unwrap().entry_count(), 4);
-    let err = ctx.select(&["*.go"]).unwrap_err();
+    // a wildcard that matches nothing selects nothing (BuildKit's AllowEmptyWildcard), next
+    // to a match or alone; a missing literal path is an error
+    assert_eq!(matched("*.go"), Vec::<String>::new());
+    assert_eq!(matched("nodir/*.txt"), Vec::<String>::new());
+    let both = ctx.select(&["*.go", "a.txt"]).unwrap();
+    assert_eq!(both.sources.len(), 1);
+    assert_eq!(both.digest, ctx.select(&["a.txt"]).unwrap().digest);
+    let err = ctx.select(&["a.go"]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "\"*.go\": not found in the build context (check the path and .dockerignore)"
+        "\"a.go\": not found in the build context (check the path and .dockerignore)"
     );
     assert!(
         matches!(ctx.select(&["a.txt", "nope"]), Err(Error::NotFound { pattern }) if pattern == "nope")

@@ -18,18 +18,58 @@ pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 /// Docker's health-check settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Healthcheck {
-    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Test",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub test: Vec<String>,
-    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Interval",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub interval: i64,
-    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Timeout",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub timeout: i64,
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub start_period: i64,
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "StartInterval",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub start_interval: i64,
-    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "Retries",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_zero"
+    )]
     pub retries: i64,
+}
+
+/// Reads `null` as the type's default: docker writes `"Env": null`, `"Labels": null`... in the
+/// configs of imported and classic-built images, where an absent field means the same.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -43,15 +83,26 @@ fn is_false(v: &bool) -> bool {
 /// The `config` object of an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "User",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub user: String,
     #[serde(
         rename = "ExposedPorts",
         default,
+        deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Env",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     #[serde(
         rename = "Entrypoint",
@@ -64,20 +115,28 @@ pub struct Config {
     #[serde(
         rename = "Volumes",
         default,
+        deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub volumes: BTreeMap<String, serde_json::Value>,
     #[serde(
         rename = "WorkingDir",
         default,
+        deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Labels",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(
         rename = "StopSignal",
         default,
+        deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub stop_signal: String,
@@ -87,7 +146,12 @@ pub struct Config {
         skip_serializing_if = "Option::is_none"
     )]
     pub healthcheck: Option<Healthcheck>,
-    #[serde(rename = "ArgsEscaped", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "ArgsEscaped",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_false"
+    )]
     pub args_escaped: bool,
     #[serde(rename = "OnBuild", default)]
     pub on_build: Option<Vec<String>>,
@@ -127,7 +191,11 @@ pub struct History {
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_false"
+    )]
     pub empty_layer: bool,
 }
 
@@ -143,28 +211,29 @@ pub struct HistoryItem {
 /// The subset of a config file the build reads and writes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ImageFile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub config: Config,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub history: Vec<History>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub os: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub rootfs: RootFs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RootFs {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "nullable")]
     pub kind: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub diff_ids: Vec<String>,
 }
 
@@ -345,6 +414,22 @@ mod tests {
         assert_eq!(c.env, ["A=3", "B=2"]);
         let j = serde_json::to_string(&c).unwrap();
         assert_eq!(j, r#"{"Env":["A=3","B=2"],"OnBuild":null}"#);
+    }
+
+    #[test]
+    fn reads_docker_import_configs_with_nulls() {
+        // `docker import` (dockerd 20.10): every empty config field is `null`
+        let j = r#"{"architecture":"amd64","comment":"Imported from -","config":{"Hostname":"",
+            "User":"","Env":null,"Cmd":null,"Image":"","Volumes":null,"WorkingDir":"",
+            "Entrypoint":null,"OnBuild":null,"Labels":null,"ExposedPorts":null},
+            "created":"2026-11-25T23:05:48.047284457Z","docker_version":"20.10.24",
+            "history":[{"created":"2026-11-25T23:05:48.047284457Z","comment":"Imported from -"}],
+            "os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:91dc"]}}"#;
+        let f: ImageFile = serde_json::from_str(j).unwrap();
+        assert!(f.config.env.is_empty() && f.config.labels.is_empty());
+        assert_eq!(f.history.len(), 1);
+        assert_eq!(f.history[0].comment.as_deref(), Some("Imported from -"));
+        assert_eq!(f.rootfs.diff_ids, ["sha256:91dc"]);
     }
 
     #[test]

@@ -366,6 +366,34 @@ pub fn lower(
     })
 }
 
+/// The proxy environment of RUN from the build args (BuildKit's `proxyEnvFromBuildArgs` and
+/// the executor's `proxyEnvList`): a build arg named like a proxy variable in either case sets
+/// that proxy, which RUN then sees in both spellings (`HTTP_PROXY` and `http_proxy`); empty
+/// values set nothing.
+fn proxy_env(build_args: &[(String, String)]) -> Vec<(String, String)> {
+    const KINDS: [&str; 5] = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "FTP_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    ];
+    let mut values: [Option<&str>; 5] = [None; 5];
+    for (k, v) in build_args {
+        if let Some(i) = KINDS.iter().position(|p| p.eq_ignore_ascii_case(k)) {
+            values[i] = Some(v.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    for (kind, v) in KINDS.iter().zip(values) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.push((kind.to_string(), v.to_string()));
+            out.push((kind.to_lowercase(), v.to_string()));
+        }
+    }
+    out
+}
+
 fn is_platform_arg(k: &str) -> bool {
     matches!(
         k,
@@ -428,11 +456,7 @@ impl<'a> Lowerer<'a> {
             let v = self.build_arg(k).map(String::from).unwrap_or(v);
             self.global.push((k.to_string(), v));
         }
-        for (k, v) in &self.opts.build_args {
-            if PROXY_ARGS.contains(&k.as_str()) {
-                self.proxy_env.push((k.clone(), v.clone()));
-            }
-        }
+        self.proxy_env = proxy_env(&self.opts.build_args);
         for cmd in &self.df.meta_args {
             let Instruction::Arg(Arg { args }) = &cmd.instruction else {
                 continue;
@@ -702,8 +726,19 @@ impl<'a> Lowerer<'a> {
             .map_err(|e| err_at(cmd, e))
     }
 
-    fn image_file(img: &lade_cache::Image) -> ImageFile {
-        serde_json::from_slice(&img.config_bytes).unwrap_or_default()
+    /// The base image's config as the build reads it; a config lade cannot read fails the
+    /// build (a silent default would drop the base's env, user, history...).
+    fn image_file(
+        img: &lade_cache::Image,
+        name: &str,
+        cmd: &Command,
+    ) -> Result<ImageFile, LowerError> {
+        serde_json::from_slice(&img.config_bytes).map_err(|e| {
+            err_at(
+                cmd,
+                format!("cannot read the image config of {name} ({}): {e}", img.id),
+            )
+        })
     }
 
     fn lower_stage(&mut self, i: usize) -> Result<(), LowerError> {
@@ -738,7 +773,7 @@ impl<'a> Lowerer<'a> {
                 (None, None)
             } else {
                 let img = self.resolve_image(&base, &platform, from_cmd)?;
-                let file = Self::image_file(&img);
+                let file = Self::image_file(&img, &base, from_cmd)?;
                 (Some(img), Some(file))
             };
             counts_from = img.is_some();
@@ -782,6 +817,10 @@ impl<'a> Lowerer<'a> {
             }
             if st.config.env_get("PATH").is_none() {
                 st.config.env.push(format!("PATH={DEFAULT_PATH}"));
+            }
+            if img.is_none() {
+                // BuildKit's emptyImage(): `FROM scratch` works in `/`
+                st.config.working_dir = "/".into();
             }
             st.env = st
                 .config
@@ -914,31 +953,39 @@ impl<'a> Lowerer<'a> {
                 Ok(())
             }
             Instruction::Arg(Arg { args }) => {
-                let mut parts = Vec::new();
+                // every default is expanded before any is applied (BuildKit expands the whole
+                // instruction with the env before it): `ARG A=1 B=$A` does not see this A
+                let mut defaults = Vec::new();
                 for a in args {
+                    defaults.push(match &a.default {
+                        Some(d) => Some(self.expand(st, cmd, &d.value)?),
+                        None => None,
+                    });
+                }
+                let mut parts = Vec::new();
+                for (a, default) in args.iter().zip(defaults) {
                     let name = a.name.value.clone();
                     self.consumed.insert(name.clone());
-                    let given = self.build_arg(&name).map(String::from);
-                    let mut value = None;
-                    if a.default.is_none() && given.is_none() {
-                        value = self
-                            .global
-                            .iter()
-                            .find(|(k, _)| *k == name)
-                            .map(|(_, v)| v.clone());
-                    }
-                    if let Some(g) = given {
-                        value = Some(g);
-                    } else if let Some(d) = &a.default {
-                        value = Some(self.expand(st, cmd, &d.value)?);
-                    }
+                    // history shows the instruction (default expanded), not the value in
+                    // effect (BuildKit's dispatchArg); values show in later RUN entries
+                    parts.push(match &default {
+                        Some(d) => format!("{name}={d}"),
+                        None => name.clone(),
+                    });
+                    // a given build arg, else the default, else the global (meta) ARG
+                    let value = self
+                        .build_arg(&name)
+                        .map(String::from)
+                        .or(default)
+                        .or_else(|| {
+                            self.global
+                                .iter()
+                                .find(|(k, _)| *k == name)
+                                .map(|(_, v)| v.clone())
+                        });
                     if let Some(v) = &value {
                         st.env_set(&name, v);
                     }
-                    parts.push(match &value {
-                        Some(v) => format!("{name}={v}"),
-                        None => name.clone(),
-                    });
                     st.build_args.push((name, value));
                 }
                 st.commit(format!("ARG {}", parts.join(" ")), None);
@@ -963,8 +1010,12 @@ impl<'a> Lowerer<'a> {
                 } else {
                     st.config.working_dir.clone()
                 };
+                // BuildKit's dispatchWorkdir: an absolute path is kept as written (config,
+                // history and RUN's cwd: `/a/b/../c` makes the RUN sandbox create `/a/b`, as
+                // runc does), a relative one is joined to the current dir (cleaned); the
+                // mkdir is of the cleaned path
                 let wd = if path.starts_with('/') {
-                    lade_executor::rootfs::clean(&path)
+                    path.clone()
                 } else {
                     lade_executor::rootfs::join(&current, &path)
                 };
@@ -973,17 +1024,18 @@ impl<'a> Lowerer<'a> {
                     st.commit(format!("WORKDIR {wd}"), None);
                     return Ok(());
                 }
+                let dir = lade_executor::rootfs::clean(&wd);
                 let info = self.step_info(st, cmd, onbuild);
                 let chown = Some(st.config.user.clone()).filter(|u| !u.is_empty());
                 let mut b = DigestBuilder::new("lade dockerfile mkdir v1");
-                b.str(&wd)
+                b.str(&dir)
                     .str(chown.as_deref().unwrap_or(""))
                     .str(&st.platform);
                 let op = CopyVertexOp {
                     store: self.store.clone(),
                     context: None,
                     sources: Vec::new(),
-                    dest: wd.clone(),
+                    dest: dir,
                     chown,
                     chmod: None,
                     unpack: false,
@@ -1252,11 +1304,18 @@ impl<'a> Lowerer<'a> {
         for m in &mounts {
             m.digest_into(&mut b);
         }
-        // proxies reach the process but not the key (BuildKit's ProxyEnv)
+        // proxies reach the process but not the key (BuildKit's ProxyEnv, appended to the
+        // env and merged as containerd's WithEnv does: a later value replaces an earlier one
+        // of the same name in place)
         let mut run_env = env.clone();
         for (k, v) in &self.proxy_env {
-            if !st.env.iter().any(|(ek, _)| ek == k) {
-                run_env.push(format!("{k}={v}"));
+            let entry = format!("{k}={v}");
+            match run_env
+                .iter_mut()
+                .find(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k.as_str()))
+            {
+                Some(e) => *e = entry,
+                None => run_env.push(entry),
             }
         }
         let mut info = self.step_info(st, cmd, onbuild);
@@ -1760,6 +1819,30 @@ fn sorted_labels(m: &BTreeMap<String, String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_args_reach_run_in_both_spellings() {
+        let args = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            proxy_env(&args(&[
+                ("HTTP_PROXY", "http://p:3128"),
+                ("no_proxy", "localhost"),
+                ("FTP_PROXY", ""),
+                ("OTHER", "x"),
+            ])),
+            args(&[
+                ("HTTP_PROXY", "http://p:3128"),
+                ("http_proxy", "http://p:3128"),
+                ("NO_PROXY", "localhost"),
+                ("no_proxy", "localhost"),
+            ])
+        );
+        assert!(proxy_env(&[]).is_empty());
+    }
 
     #[test]
     fn ports_and_signals() {
