@@ -26,7 +26,15 @@ fn main() -> ExitCode {
     // `lade __lade-sandbox-init` is the sandbox init (lade_runtime re-executes this binary for
     // every sandbox): it must run before anything else, in a single-threaded process.
     lade_runtime::maybe_run_init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // `lade run` exits 125 on bad flags, as `docker run` does.
+        Err(e) if e.use_stderr() && subcommand_is_run() => {
+            let _ = e.print();
+            return ExitCode::from(125);
+        }
+        Err(e) => e.exit(),
+    };
     match commands::run(cli.command, &cli.global) {
         Ok(code) => code,
         Err(err) => {
@@ -34,4 +42,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command line's subcommand is `run` (skipping the global `--root DIR`).
+fn subcommand_is_run() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--root" => {
+                args.next();
+            }
+            a if a.starts_with("--root=") => {}
+            a => return a == "run",
+        }
+    }
+    false
 }

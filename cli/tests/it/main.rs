@@ -5,5 +5,6 @@ mod architecture;
 mod common;
 mod login;
 mod parse;
+mod run;
 mod sandbox_init;
 mod store;
