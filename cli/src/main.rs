@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     // `lade __lade-sandbox-init` is the sandbox init (lade_runtime re-executes this binary for
     // every sandbox): it must run before anything else, in a single-threaded process.
     lade_runtime::maybe_run_init();
+    // `lade __purge-trash DIR`: deletes containers `run --rm` left in the trash (detached).
+    commands::maybe_purge_trash();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         // `lade run` exits 125 on bad flags, as `docker run` does.

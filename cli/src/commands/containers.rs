@@ -269,6 +269,8 @@ pub fn rm(g: &Global, a: RmArgs) -> Result<ExitCode> {
             }
         }
     }
+    // Also what earlier `run --rm`s left to delete.
+    let _ = containers.purge_trash();
     Ok(if failed {
         ExitCode::FAILURE
     } else {

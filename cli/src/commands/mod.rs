@@ -13,6 +13,8 @@ mod debug;
 
 use std::process::ExitCode;
 
+pub use run::maybe_purge_trash;
+
 use clap::{Args, Subcommand};
 
 /// Flags every subcommand accepts.

@@ -674,14 +674,50 @@ fn run_inner(g: &Global, a: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(status.code() as u8))
 }
 
-/// Removes a `--rm` container: out of the listing with one rename, then deleted.
+/// Removes a `--rm` container: out of the listing with one rename into the trash, then
+/// deleted at once when its upperdir is empty (a handful of `rmdir`s), else by a detached
+/// `lade __purge-trash` so that the exit code is not held up by deleting what it wrote.
 fn discard(containers: &ContainerStore, c: Container) {
     match containers.discard(c) {
         Ok(trash) => {
-            let _ = lade_runtime::remove_tree(&trash);
+            let changed =
+                std::fs::read_dir(trash.join("upper")).is_ok_and(|mut rd| rd.next().is_some());
+            if !changed || purge_in_background(containers.root()).is_err() {
+                let _ = lade_runtime::remove_tree(&trash);
+            }
         }
         Err(e) => eprintln!("error: {e}"),
     }
+}
+
+/// Starts `lade __purge-trash` in its own session, not waited for.
+fn purge_in_background(containers_root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(std::env::current_exe()?)
+        .arg(PURGE_TRASH)
+        .arg(containers_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
+}
+
+/// Hidden entry point: `lade __purge-trash CONTAINERS_DIR` deletes removed containers.
+pub const PURGE_TRASH: &str = "__purge-trash";
+
+/// Runs the hidden trash purge and exits when this process was started as one.
+pub fn maybe_purge_trash() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(PURGE_TRASH)) {
+        return;
+    }
+    let code = match args.next().map(ContainerStore::open) {
+        Some(Ok(cs)) => i32::from(cs.purge_trash().is_err()),
+        _ => 2,
+    };
+    std::process::exit(code)
 }
 
 #[cfg(test)]
