@@ -976,3 +976,77 @@ fn tty_is_relayed_resized_and_the_terminal_restored() {
     assert_eq!(after.input_flags, before.input_flags);
     assert_eq!(after.output_flags, before.output_flags);
 }
+
+#[test]
+fn commit_config_matches_docker_commit() {
+    let fx = Fx::new();
+    let mut import = fx.lade();
+    import.arg("import");
+    let mut dimport = docker();
+    dimport.arg("import");
+    for c in CONFIGURED {
+        import.args(["-c", c]);
+        dimport.args(["-c", c]);
+    }
+    run_ok(import.arg(base_tar()).arg("configured:1"));
+    let dconf = format!("lade-run-test/{}:1", unique("configured"));
+    run_ok(dimport.arg(base_tar()).arg(&dconf));
+    let _g = DockerImage {
+        name: dconf.clone(),
+    };
+    let dname = unique("lade-run-test-commit");
+    let flags = ["-e", "X=1", "-w", "/srv", "-u", "lade"];
+    let cmd = "echo hi > /tmp/f";
+    run_ok(
+        docker()
+            .args(["run", "--network=none", "--name", &dname])
+            .args(flags)
+            .arg(&dconf)
+            .arg(cmd),
+    );
+    let dcommitted = format!("{dconf}-committed");
+    run_ok(docker().args(["commit", "-c", "ENV Y=2", "-m", "msg", &dname, &dcommitted]));
+    let _g2 = DockerImage {
+        name: dcommitted.clone(),
+    };
+    let _ = docker().args(["rm", "-f", &dname]).output();
+    fx.run_ok(&[&["--name", "c"][..], &flags[..], &["configured:1", cmd][..]].concat());
+    run_ok(
+        fx.lade()
+            .args(["commit", "-c", "ENV Y=2", "-m", "msg", "c", "committed:1"]),
+    );
+
+    let dv: serde_json::Value =
+        serde_json::from_str(&run_ok(docker().args(["inspect", &dcommitted]))).unwrap();
+    let lv: serde_json::Value =
+        serde_json::from_str(&run_ok(fx.lade().args(["inspect", "committed:1"]))).unwrap();
+    for key in ["Cmd", "Entrypoint", "Env", "WorkingDir", "User"] {
+        assert_eq!(
+            lv[0]["Config"][key], dv[0]["Config"][key],
+            "Config.{key}: lade {} docker {}",
+            lv[0]["Config"], dv[0]["Config"]
+        );
+    }
+    assert_eq!(lv[0]["Comment"], dv[0]["Comment"]);
+    let top = |h: String| -> serde_json::Value {
+        serde_json::from_str(h.lines().next().unwrap()).unwrap()
+    };
+    let dh = top(run_ok(docker().args([
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{json .}}",
+        &dcommitted,
+    ])));
+    let lh = top(run_ok(fx.lade().args([
+        "history",
+        "--no-trunc",
+        "--format",
+        "json",
+        "committed:1",
+    ])));
+    assert_eq!(lh["CreatedBy"], dh["CreatedBy"]);
+    assert_eq!(lh["Comment"], dh["Comment"]);
+    // The file is in both.
+    assert_eq!(fx.run_ok(&["--rm", "committed:1", "cat /tmp/f"]), "hi\n");
+}
