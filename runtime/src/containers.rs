@@ -5,11 +5,12 @@
 //!
 //! ```text
 //! <root>/<id>/state.json   ContainerState (written atomically: temp file + rename)
-//! <root>/<id>/lock         write-locked (OFD lock) by the lade process running the container
+//! <root>/<id>/lock         write-locked (OFD lock) by the lade process running the container;
+//!                          holds "PID MONITOR_PID" after `record_pids`
 //! <root>/<id>/upper/       the overlay upperdir: the container's changes (what commit takes)
 //! <root>/<id>/scratch/     the sandbox's scratch dir while it runs
-//! <root>/.names/<name>      symlink to the id: the name's atomic claim
-//! <root>/.trash/<id>/       a removed container, deleted whenever convenient
+//! <root>/.names/<name>     symlink to the id (base64url): the name's atomic claim
+//! <root>/.trash/<id>/      a removed container, deleted whenever convenient
 //! ```
 //!
 //! A container whose state says running but whose lock nobody holds lost its lade process
@@ -199,7 +200,8 @@ impl ContainerStore {
     }
 
     /// Creates a container directory and locks it, without writing `state.json`: the
-    /// container stays out of [`ContainerStore::list`] until [`Container::set_running`] (or
+    /// container stays out of [`ContainerStore::list`] until [`Container::set_starting`],
+    /// [`Container::set_running`] (or
     /// [`Container::save_created`]) writes its state, which saves a write on the fast path of
     /// `lade run`. Its name is claimed at once; the held lock tells other processes the claim
     /// is alive. The caller must keep whatever the container needs (its image) alive by other
@@ -357,12 +359,30 @@ impl ContainerStore {
     /// the exit. Errors when the container does not run.
     pub fn signal(&self, key: &str, signal: i32) -> Result<()> {
         let c = self.get(key)?;
-        let Status::Running { monitor_pid, pid } = c.state.status else {
+        let Status::Running {
+            mut monitor_pid,
+            mut pid,
+        } = c.state.status
+        else {
             return Err(Error::Container(format!(
                 "container {} is not running",
                 c.hostname()
             )));
         };
+        if pid == 0 {
+            // Marked running before its sandbox started: the pids are in the lock file.
+            let text = std::fs::read_to_string(c.dir.join("lock")).unwrap_or_default();
+            let mut it = text
+                .split_whitespace()
+                .map(|n| n.parse::<i32>().unwrap_or(0));
+            (pid, monitor_pid) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            if pid <= 0 || monitor_pid <= 0 {
+                return Err(Error::Container(format!(
+                    "container {} is still starting; try again",
+                    c.hostname()
+                )));
+            }
+        }
         if signal == libc::SIGKILL {
             let fd = match sys::pidfd_open(pid) {
                 Ok(fd) => fd,
@@ -545,8 +565,43 @@ impl Container {
     }
 
     /// Writes the state as it is (`Created` for a container whose start failed).
-    pub fn save_created(&self) -> Result<()> {
+    pub fn save_created(&mut self) -> Result<()> {
+        self.state.status = Status::Created;
         self.save()
+    }
+
+    /// Records the container as running *before* its sandbox starts (the one write of
+    /// `state.json` on `lade run`'s fast path), so that it is listed, and a GC root, before its
+    /// command can run or print anything. The pids follow in the lock file
+    /// ([`Container::record_pids`]); until then `signal` answers "still starting". Takes the
+    /// lock if [`ContainerStore::prepare`] did not.
+    pub fn set_starting(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            let path = self.dir.join("lock");
+            self.lock = Some(lock_new(&path).map_err(|_| {
+                Error::Container(format!("container {} is already running", self.hostname()))
+            })?);
+        }
+        self.state.status = Status::Running {
+            pid: 0,
+            monitor_pid: 0,
+        };
+        self.save()
+    }
+
+    /// Writes the sandbox's pids into the held lock file (after [`Container::set_starting`]):
+    /// a write to an open file, no second `state.json`.
+    pub fn record_pids(&mut self, sandbox: &Sandbox) -> Result<()> {
+        use std::io::Write;
+        let path = self.dir.join("lock");
+        let Some(f) = self.lock.as_mut() else {
+            return Err(Error::Container(format!(
+                "{} is not held by this process",
+                path.display()
+            )));
+        };
+        writeln!(f, "{} {}", sandbox.pid(), sandbox.monitor_pid())
+            .map_err(Error::io(format!("write {}", path.display())))
     }
 
     fn save(&self) -> Result<()> {
@@ -678,6 +733,22 @@ mod tests {
         drop(c);
         store.create(new()).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn starting_containers_are_listed_running_and_not_yet_signalled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(tmp.path()).unwrap();
+        let mut c = store.prepare(NewContainer::default()).unwrap();
+        c.set_starting().unwrap();
+        assert!(matches!(
+            store.list().unwrap()[0].status,
+            Status::Running { .. }
+        ));
+        let err = store.signal(c.id(), libc::SIGTERM).unwrap_err().to_string();
+        assert!(err.contains("still starting"), "{err}");
+        c.save_created().unwrap();
+        assert_eq!(store.list().unwrap()[0].status, Status::Created);
     }
 
     #[test]

@@ -30,7 +30,10 @@ use super::Global;
 pub const EXIT_LADE_ERROR: u8 = 125;
 
 #[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
+#[command(
+    disable_help_flag = true,
+    override_usage = "lade run [OPTIONS] IMAGE [COMMAND] [ARG...]"
+)]
 pub struct RunArgs {
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
@@ -462,6 +465,11 @@ fn run_inner(g: &Global, a: RunArgs) -> Result<ExitCode> {
         .args
         .split_first()
         .ok_or_else(|| anyhow!("give an image to run"))?;
+    if image_name.starts_with('-') {
+        // Everything from the image on belongs to the container, so an unknown flag before
+        // the image lands here.
+        bail!("unknown flag {image_name:?} (see `lade run --help`)");
+    }
     let network = match a.network.as_str() {
         "none" => NetworkMode::None,
         "host" => NetworkMode::Host,
@@ -563,6 +571,11 @@ fn run_inner(g: &Global, a: RunArgs) -> Result<ExitCode> {
     if let Some(empty) = &empty_lower {
         std::fs::create_dir(empty).with_context(|| format!("create {}", empty.display()))?;
     }
+    // The one write of the container's state, before its command can run: from here on it is
+    // listed and a GC root, so the store lock (held until now so that no prune could take the
+    // image meanwhile) goes.
+    c.set_starting()?;
+    drop(store);
 
     let mut spec = SandboxSpec::new(
         Rootfs::Overlay {
@@ -625,12 +638,9 @@ fn run_inner(g: &Global, a: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
-    // The first write of the container's state: from here on it is listed and a GC root, so
-    // the store lock (held until now so that no prune could take the image meanwhile) goes.
-    if let Err(e) = c.set_running(&sandbox) {
+    if let Err(e) = c.record_pids(&sandbox) {
         eprintln!("error: {e}");
     }
-    drop(store);
     let pty = sandbox.take_pty().map(Arc::new);
     if pty.is_none() {
         // No thread: wait for the exit and the signals to forward in one poll.

@@ -250,7 +250,23 @@ fn wait_for_line(r: &mut impl BufRead, want: &str) {
     }
 }
 
-fn spawn_run(fx: &Fx, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+/// A `lade run` started by a test; killed (with its sandbox) if the test fails first.
+struct Running(Child);
+
+impl Running {
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_run(fx: &Fx, args: &[&str]) -> (Running, BufReader<std::process::ChildStdout>) {
     let mut child = fx
         .lade()
         .arg("run")
@@ -260,7 +276,7 @@ fn spawn_run(fx: &Fx, args: &[&str]) -> (Child, BufReader<std::process::ChildStd
         .spawn()
         .unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());
-    (child, out)
+    (Running(child), out)
 }
 
 fn pidfd_open(pid: i32) -> OwnedFd {
@@ -273,8 +289,8 @@ fn pidfd_open(pid: i32) -> OwnedFd {
     }
 }
 
-fn kill(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+fn kill(child: &Running, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), sig).unwrap();
 }
 
 #[test]
@@ -295,7 +311,7 @@ fn signals_to_lade_run_reach_the_container() {
     wait_for_line(&mut out, "ready");
     kill(&child, Signal::SIGTERM);
     wait_for_line(&mut out, "got TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert_eq!(child.wait().code(), Some(3));
     // SIGUSR1 too, and with --init a command without a handler dies of it: 128 + 10.
     let (mut child, mut out) = spawn_run(
         &fx,
@@ -310,7 +326,7 @@ fn signals_to_lade_run_reach_the_container() {
     );
     wait_for_line(&mut out, "ready");
     kill(&child, Signal::SIGUSR1);
-    assert_eq!(child.wait().unwrap().code(), Some(138));
+    assert_eq!(child.wait().code(), Some(138));
     // Killing lade itself takes the sandbox down, and the container reads as dead.
     let (mut child, mut out) = spawn_run(
         &fx,
@@ -325,14 +341,12 @@ fn signals_to_lade_run_reach_the_container() {
     );
     wait_for_line(&mut out, "ready");
     let id = run_ok(fx.lade().args(["ps", "-q", "--no-trunc"]));
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fx.containers_dir().join(id.trim()).join("state.json")).unwrap(),
-    )
-    .unwrap();
-    let pid1 = state["status"]["Running"]["pid"].as_i64().unwrap() as i32;
+    // `lade run` keeps the sandbox's pids in the container's lock file.
+    let pids = std::fs::read_to_string(fx.containers_dir().join(id.trim()).join("lock")).unwrap();
+    let pid1: i32 = pids.split_whitespace().next().unwrap().parse().unwrap();
     let pidfd = pidfd_open(pid1);
     kill(&child, Signal::SIGKILL);
-    child.wait().unwrap();
+    child.wait();
     let mut fds = [nix::poll::PollFd::new(
         pidfd.as_fd(),
         nix::poll::PollFlags::POLLIN,
@@ -491,7 +505,7 @@ fn running_containers_in_ps_rm_and_rm_force() {
     let err = run_fail(fx.lade().args(["commit", "live", "x:1"]));
     assert!(err.contains("is running"), "{err}");
     assert_eq!(run_ok(fx.lade().args(["rm", "-f", "live"])), "live\n");
-    assert_eq!(child.wait().unwrap().code(), Some(137));
+    assert_eq!(child.wait().code(), Some(137));
     assert_eq!(run_ok(fx.lade().args(["ps", "-aq"])), "");
     assert!(fx.leftovers().is_empty(), "{:?}", fx.leftovers());
 }
@@ -931,26 +945,28 @@ fn tty_is_relayed_resized_and_the_terminal_restored() {
         .contains(LocalFlags::ICANON | LocalFlags::ECHO));
     let slave = |_: ()| Stdio::from(nix::unistd::dup(pty.slave.as_fd()).unwrap());
     // lade in its own session with the pty as controlling terminal, as in a shell.
-    let mut child = Command::new("setsid")
-        .args(["--ctty", "--wait"])
-        .arg(lade_bin())
-        .arg("--root")
-        .arg(&fx.ts.root)
-        .args([
-            "run",
-            "--rm",
-            "-it",
-            "base:1",
-            "sh",
-            "-c",
-            "trap 'stty size; exit 7' WINCH; tty; stty size; echo TERM=$TERM; \
+    let mut child = Running(
+        Command::new("setsid")
+            .args(["--ctty", "--wait"])
+            .arg(lade_bin())
+            .arg("--root")
+            .arg(&fx.ts.root)
+            .args([
+                "run",
+                "--rm",
+                "-it",
+                "base:1",
+                "sh",
+                "-c",
+                "trap 'stty size; exit 7' WINCH; tty; stty size; echo TERM=$TERM; \
              read line; echo got:$line; sleep 1000 & wait",
-        ])
-        .stdin(slave(()))
-        .stdout(slave(()))
-        .stderr(slave(()))
-        .spawn()
-        .unwrap();
+            ])
+            .stdin(slave(()))
+            .stdout(slave(()))
+            .stderr(slave(()))
+            .spawn()
+            .unwrap(),
+    );
     let mut acc = String::new();
     read_pty(&pty.master, &mut acc, Some("TERM=xterm\r\n"));
     assert!(acc.contains("/dev/pts/0\r\n33 77\r\n"), "{acc:?}");
@@ -967,7 +983,7 @@ fn tty_is_relayed_resized_and_the_terminal_restored() {
     // A window size change reaches the container (SIGWINCH there).
     set_winsize(&pty.slave, 50, 120);
     read_pty(&pty.master, &mut acc, Some("50 120\r\n"));
-    assert_eq!(child.wait().unwrap().code(), Some(7));
+    assert_eq!(child.wait().code(), Some(7));
     let after = tcgetattr(&pty.slave).unwrap();
     assert_eq!(
         after.local_flags, before.local_flags,
