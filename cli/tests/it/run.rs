@@ -17,17 +17,25 @@ fn require_root() {
     );
 }
 
-/// The base rootfs tarball, made once per test binary.
+/// The base rootfs tarball: one per version of `testdata/mkrootfs.sh` (it is deterministic),
+/// kept in cargo's target tmp dir and shared by test runs; made under a temporary name and
+/// renamed into place.
 fn base_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("lade-run-base-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let tar = dir.join("base.tar");
-        base_rootfs_tar(&tar);
+        let script = std::fs::read(workspace_root().join("testdata/mkrootfs.sh")).unwrap();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&script, &mut h);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let tar = dir.join(format!(
+            "lade-run-base-{:016x}.tar",
+            std::hash::Hasher::finish(&h)
+        ));
+        if !tar.exists() {
+            let tmp = dir.join(format!("lade-run-base-{}.tmp", std::process::id()));
+            base_rootfs_tar(&tmp);
+            std::fs::rename(&tmp, &tar).unwrap();
+        }
         tar
     })
 }
