@@ -641,9 +641,6 @@ fn whiteouts_round_trip_through_commit() {
         "view from the unpacked layer tars differs"
     );
     // And docker's view of the same archive.
-    let _img = DockerImage {
-        name: "wout:1".into(),
-    };
     let name = format!("lade-run-test/{}:1", unique("wout"));
     run_ok(fx.lade().args(["tag", "wout:1", &name]));
     let archive2 = fx.ts.path("wout2.tar");
