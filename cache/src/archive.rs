@@ -139,10 +139,11 @@ fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     r.take(MAX_JSON_BYTES + 1)
         .read_to_end(&mut v)
-        .map_err(|e| {
-            Error::Format(format!(
+        .map_err(|e| match Error::take_embedded(e) {
+            Ok(err) => err,
+            Err(e) => Error::Format(format!(
                 "archive is truncated or corrupt while reading {name}: {e}"
-            ))
+            )),
         })?;
     if v.len() as u64 > MAX_JSON_BYTES {
         return Err(Error::TooLarge {
@@ -154,14 +155,10 @@ fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
 }
 
 fn stream_err(e: io::Error) -> Error {
-    if let Some(Error::TooLarge { what, limit }) =
-        e.get_ref().and_then(|i| i.downcast_ref::<Error>())
-    {
-        return Error::TooLarge {
-            what: what.clone(),
-            limit: *limit,
-        };
-    }
+    let e = match Error::take_embedded(e) {
+        Ok(err) => return err,
+        Err(e) => e,
+    };
     Error::Format(format!(
         "not a valid image archive (truncated or corrupt tar?): {e}"
     ))
@@ -507,6 +504,13 @@ pub fn host_arch() -> &'static str {
 /// Loads an image archive (see the module docs). Returns the images added, in archive order.
 pub fn load<R: Read + Send>(store: &Store, input: R) -> Result<Vec<LoadedImage>> {
     let mut it = intake(store, input)?;
+    if it.files.is_empty() && it.aliases.is_empty() {
+        return Err(Error::Format(
+            "the archive is empty: expected the output of `docker save`, `lade save` or an OCI \
+             image layout archive"
+                .into(),
+        ));
+    }
     let plans = if it.files.contains_key("manifest.json") {
         docker_plans(&it, it.json("manifest.json")?)?
     } else if it.files.contains_key("index.json") {

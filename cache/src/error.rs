@@ -60,9 +60,91 @@ pub enum Error {
     /// An image, layer, blob or name is not in the store.
     #[error("{0}")]
     NotFound(String),
+    /// The filesystem is full (`ENOSPC`) or the user's disk quota is used up (`EDQUOT`). Nothing
+    /// half-written is kept: the temp files of the failed operation are removed.
+    #[error(
+        "{}: cannot {what} {}; free space on that filesystem (`lade rmi` images you no longer \
+         need, then `lade prune`) and try again",
+        if *.quota { "disk quota exceeded" } else { "no space left on device" },
+        path.display()
+    )]
+    DiskFull {
+        what: String,
+        path: PathBuf,
+        /// `EDQUOT` rather than `ENOSPC`.
+        quota: bool,
+    },
     /// The store is locked by another process and the operation asked not to wait.
     #[error("store {} is in use by another lade process; try again when it is done", .0.display())]
     Busy(PathBuf),
+}
+
+impl Error {
+    /// An I/O error while doing `what` on `path`. A store error carried inside the `io::Error`
+    /// (from a reader or writer of this crate, e.g. [`Error::TooLarge`] or [`Error::DiskFull`])
+    /// is returned as is; `ENOSPC`/`EDQUOT` become [`Error::DiskFull`].
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        let source = match Error::take_embedded(source) {
+            Ok(e) => return e,
+            Err(s) => s,
+        };
+        match disk_full_errno(&source) {
+            Some(quota) => Error::DiskFull {
+                what: what.to_string(),
+                path: path.into(),
+                quota,
+            },
+            None => Error::Io {
+                what,
+                path: path.into(),
+                source,
+            },
+        }
+    }
+
+    /// Takes the store error out of an `io::Error` that carries one (see [`Error::into_io`]).
+    pub fn take_embedded(e: std::io::Error) -> std::result::Result<Error, std::io::Error> {
+        if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+            if let Some(inner) = e.into_inner() {
+                if let Ok(err) = inner.downcast::<Error>() {
+                    return Ok(*err);
+                }
+            }
+            // Unreachable: checked above.
+            return Err(std::io::Error::other("store error lost"));
+        }
+        Err(e)
+    }
+
+    /// Wraps this error in an `io::Error` (to pass it through `Read`/`Write` code such as a tar
+    /// parser or a decompressor); [`Error::io`] and [`Error::take_embedded`] take it out again.
+    pub fn into_io(self) -> std::io::Error {
+        let kind = match &self {
+            Error::DiskFull { quota: false, .. } => std::io::ErrorKind::StorageFull,
+            Error::DiskFull { quota: true, .. } => std::io::ErrorKind::QuotaExceeded,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, self)
+    }
+
+    /// Whether the filesystem was full (or the quota used up): not the input's fault, and
+    /// retrying after freeing space can succeed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::DiskFull { .. })
+    }
+}
+
+/// `Some(is_quota)` when `e` is `ENOSPC` or `EDQUOT`.
+pub fn disk_full_errno(e: &std::io::Error) -> Option<bool> {
+    match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) => Some(false),
+        Some(nix::libc::EDQUOT) => Some(true),
+        _ => match e.kind() {
+            std::io::ErrorKind::StorageFull => Some(false),
+            std::io::ErrorKind::QuotaExceeded => Some(true),
+            _ => None,
+        },
+    }
 }
 
 /// `Result` with [`Error`].
@@ -75,11 +157,7 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, what: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            what,
-            path: path.into(),
-            source,
-        })
+        self.map_err(|source| Error::io(what, path, source))
     }
 }
 
@@ -90,10 +168,74 @@ pub(crate) trait SysContext<T> {
 
 impl<T> SysContext<T> for nix::Result<T> {
     fn sys(self, what: &'static str, path: &str) -> Result<T> {
-        self.map_err(|source| Error::Sys {
-            what,
-            path: path.to_string(),
-            source,
+        self.map_err(|source| match source {
+            nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT => Error::DiskFull {
+                what: what.to_string(),
+                path: path.into(),
+                quota: source == nix::errno::Errno::EDQUOT,
+            },
+            source => Error::Sys {
+                what,
+                path: path.to_string(),
+                source,
+            },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_and_edquot_become_disk_full() {
+        let e = Error::io(
+            "write",
+            "/store/tmp/blob-1",
+            std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        );
+        assert!(e.is_disk_full(), "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("no space left on device: cannot write /store/tmp/blob-1; "));
+        assert!(text.contains("lade prune"), "{text}");
+        let e = Error::io(
+            "write",
+            "/x",
+            std::io::Error::from_raw_os_error(nix::libc::EDQUOT),
+        );
+        assert!(e.to_string().starts_with("disk quota exceeded"), "{e}");
+        let e: Result<()> = Err(nix::errno::Errno::ENOSPC).sys("create file", "etc/x");
+        assert!(e.is_err_and(|e| e.is_disk_full()));
+        let e = Error::io(
+            "read",
+            "/x",
+            std::io::Error::from_raw_os_error(nix::libc::EIO),
+        );
+        assert!(matches!(e, Error::Io { .. }));
+    }
+
+    #[test]
+    fn a_store_error_passes_through_io_unchanged() {
+        let inner = Error::DiskFull {
+            what: "write".into(),
+            path: "/store/tmp/blob-2".into(),
+            quota: false,
+        };
+        let io = inner.into_io();
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        let back = Error::io("copy into blob", "/elsewhere", io);
+        assert!(
+            matches!(&back, Error::DiskFull { path, .. } if path.to_str() == Some("/store/tmp/blob-2")),
+            "{back}"
+        );
+        let too = Error::TooLarge {
+            what: "layer".into(),
+            limit: 1,
+        };
+        assert!(matches!(
+            Error::take_embedded(too.into_io()),
+            Ok(Error::TooLarge { .. })
+        ));
+        assert!(Error::take_embedded(std::io::Error::other("plain")).is_err());
     }
 }

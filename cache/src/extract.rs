@@ -124,14 +124,10 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
 }
 
 fn read_err(opts: &ExtractOptions, e: io::Error) -> Error {
-    if let Some(Error::TooLarge { what, limit }) =
-        e.get_ref().and_then(|i| i.downcast_ref::<Error>())
-    {
-        return Error::TooLarge {
-            what: what.clone(),
-            limit: *limit,
-        };
-    }
+    let e = match Error::take_embedded(e) {
+        Ok(err) => return err,
+        Err(e) => e,
+    };
     Error::Format(format!(
         "{} is not a valid tar stream (truncated or corrupt?): {e}",
         opts.what

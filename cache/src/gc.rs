@@ -191,6 +191,9 @@ impl Store {
                 )?;
             }
         }
+        if !dry_run {
+            self.prune_remotes(&m)?;
+        }
         rep.bytes_freed = bytes;
         Ok(rep)
     }
@@ -232,7 +235,15 @@ impl Store {
                 }
             }
         }
-        let m = self.mark(&[])?;
+        let m = self.mark(&[&crate::buildcache::BuildCacheRoots])?;
+        for (key, rec) in self.cache_entries()? {
+            for l in &rec.layers {
+                if !matches!(self.layer(l), Ok(Some(_))) {
+                    rep.problems
+                        .push(format!("build-cache record {key}: layer {l} is unknown"));
+                }
+            }
+        }
         let root = self.root();
         for n in names(&root.join("blobs/sha256"))? {
             rep.blobs += 1;

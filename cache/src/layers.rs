@@ -81,6 +81,27 @@ impl StagedLayer<'_> {
     }
 }
 
+/// A blob writer whose bytes are also offered to `tee` (dropped at its first error).
+struct TeeWriter<'t, 's> {
+    out: BlobWriter<'s>,
+    tee: Option<&'t mut dyn Write>,
+}
+
+impl Write for TeeWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        if let Some(t) = self.tee.as_mut() {
+            if t.write_all(&buf[..n]).is_err() {
+                self.tee = None;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 struct Tee<'a, 's, R> {
     inner: R,
     out: &'a mut BlobWriter<'s>,
@@ -162,14 +183,12 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 fn bad_tar(what: &str, e: io::Error) -> Error {
-    if let Some(Error::TooLarge { what, limit }) =
-        e.get_ref().and_then(|i| i.downcast_ref::<Error>())
-    {
-        return Error::TooLarge {
-            what: what.clone(),
-            limit: *limit,
-        };
-    }
+    // A store error passed through the tar parser (too large, disk full) is the answer, not
+    // "invalid tar".
+    let e = match Error::take_embedded(e) {
+        Ok(err) => return err,
+        Err(e) => e,
+    };
     Error::Format(format!(
         "{what} is not a valid tar stream (truncated or corrupt?): {e}"
     ))
@@ -362,25 +381,42 @@ impl Store {
     /// uncompressed stream if needed. The registry calls this before pushing: a layer is
     /// compressed at most once per compression.
     pub fn compress_layer(&self, diff_id: &Digest, c: Compression) -> Result<LayerBlob> {
+        self.compress_layer_tee(diff_id, c, None).map(|(b, _)| b)
+    }
+
+    /// [`Store::compress_layer`] that also hands every byte of a newly made blob to `tee` as it
+    /// is written (to upload it in the same pass). Returns whether the blob was made now (and
+    /// so fully teed); `false` means the recorded blob was returned and `tee` got nothing. An
+    /// error from `tee` only stops the tee, never the compression.
+    pub fn compress_layer_tee(
+        &self,
+        diff_id: &Digest,
+        c: Compression,
+        tee: Option<&mut dyn Write>,
+    ) -> Result<(LayerBlob, bool)> {
         let rec = self.require_layer(diff_id)?;
         if let Some(b) = rec.blob(c) {
             if self.has_blob(&b.digest) {
-                return Ok(b.clone());
+                return Ok((b.clone(), false));
             }
         }
         let mut src = HashingReader::new(self.open_layer(diff_id)?);
-        let w = self.blob_writer()?;
+        let w = TeeWriter {
+            out: self.blob_writer()?,
+            tee,
+        };
         let staged = match c {
             Compression::None => {
                 let mut w = w;
                 io::copy(&mut src, &mut w).ctx("copy layer", diff_id.to_string())?;
-                w.finish(None, None)?
+                w.out.finish(None, None)?
             }
             Compression::Gzip => {
                 let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::new(1));
                 io::copy(&mut src, &mut enc).ctx("compress layer", diff_id.to_string())?;
                 enc.finish()
                     .ctx("compress layer", diff_id.to_string())?
+                    .out
                     .finish(None, None)?
             }
             Compression::Zstd => {
@@ -389,6 +425,7 @@ impl Store {
                 io::copy(&mut src, &mut enc).ctx("compress layer", diff_id.to_string())?;
                 enc.finish()
                     .ctx("compress layer", diff_id.to_string())?
+                    .out
                     .finish(None, None)?
             }
         };
@@ -407,7 +444,7 @@ impl Store {
         };
         staged.commit()?;
         self.record_layer_blob(diff_id, size, lb.clone())?;
-        Ok(lb)
+        Ok((lb, true))
     }
 
     /// Path of a layer's snapshot directory (whether or not it exists).
@@ -435,7 +472,15 @@ impl Store {
             what: format!("layer {diff_id}"),
             ..Default::default()
         };
-        extract(&mut src, tmp.path(), &opts)?;
+        extract(&mut src, tmp.path(), &opts).map_err(|e| match e {
+            // Name where it was written (extract names entries relative to its root).
+            Error::DiskFull { what, path, quota } => Error::DiskFull {
+                what: format!("{what} {} (unpacking layer {diff_id}) in", path.display()),
+                path: tmp.path().to_path_buf(),
+                quota,
+            },
+            e => e,
+        })?;
         let (got, _, _) = src.finish().ctx("read layer", diff_id.to_string())?;
         if got != *diff_id {
             return Err(Error::DigestMismatch {
@@ -451,11 +496,8 @@ impl Store {
         .ctx("chmod", tmp.path())?;
         if self.opts.fsync {
             let f = File::open(tmp.path()).ctx("open", tmp.path())?;
-            nix::unistd::syncfs(&f).map_err(|e| Error::Io {
-                what: "syncfs",
-                path: tmp.path().to_path_buf(),
-                source: e.into(),
-            })?;
+            nix::unistd::syncfs(&f)
+                .map_err(|e| Error::io("syncfs", tmp.path().to_path_buf(), e.into()))?;
         }
         self.publish_dir(tmp.keep(), &dest)?;
         Ok(dest)
@@ -641,6 +683,26 @@ mod tests {
         let mut back = Vec::new();
         s.open_layer(&diff).unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, tarb);
+    }
+
+    #[test]
+    fn compress_layer_tee_sees_exactly_the_blob() {
+        let (t, s) = store();
+        let (tarb, diff) = sample_tar(&t.path().join("src"));
+        s.add_layer(&tarb[..], Some(&diff)).unwrap();
+        let mut seen = Vec::new();
+        let (b, fresh) = s
+            .compress_layer_tee(&diff, Compression::Gzip, Some(&mut seen))
+            .unwrap();
+        assert!(fresh);
+        assert_eq!(Digest::of(&seen), b.digest);
+        assert_eq!(seen.len() as u64, b.size);
+        let mut again = Vec::new();
+        let (b2, fresh) = s
+            .compress_layer_tee(&diff, Compression::Gzip, Some(&mut again))
+            .unwrap();
+        assert!(!fresh && again.is_empty());
+        assert_eq!(b2, b);
     }
 
     #[test]

@@ -14,16 +14,20 @@ pub mod tarfmt;
 
 pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
 pub use error::{Error, Result};
-pub use reference::Reference;
+pub use reference::{normalize_registry, Reference};
 pub mod archive;
+pub mod buildcache;
 pub mod gc;
 pub mod images;
 pub mod layers;
 pub mod lock;
+pub mod remotes;
 pub mod store;
 
+pub use buildcache::{BuildCacheRoots, CacheRecord};
 pub use gc::{CheckReport, GcRoots, Marks, PruneReport};
 pub use images::{Image, ImageSummary, RefIndex};
 pub use layers::{lowerdir_option, LayerBlob, LayerRecord, StagedLayer};
+pub use remotes::{BlobSighting, RemoteBlob};
 pub use store::{default_root, BlobWriter, StagedBlob, Store, StoreOptions};
 pub use tarfmt::{Compression, Mtime, TarOptions};

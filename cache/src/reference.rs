@@ -124,12 +124,13 @@ impl Reference {
         })
     }
 
-    /// Registry host (and port), e.g. `docker.io`, `localhost:5000`.
-    pub fn domain(&self) -> &str {
+    /// The registry as users write it and credentials are keyed: `docker.io`,
+    /// `localhost:5000` (Docker Hub's API host is the registry crate's business).
+    pub fn registry(&self) -> &str {
         &self.domain
     }
     /// Repository path inside the registry, e.g. `library/busybox`.
-    pub fn path(&self) -> &str {
+    pub fn repository(&self) -> &str {
         &self.path
     }
     pub fn tag(&self) -> Option<&str> {
@@ -167,6 +168,31 @@ impl Reference {
         Ok(Self {
             tag: Some(tag.to_string()),
             digest: None,
+            ..self.clone()
+        })
+    }
+    /// What goes after `/manifests/` in the registry API: the digest when pinned, else the tag.
+    pub fn manifest_reference(&self) -> &str {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.as_str(),
+            (None, Some(t)) => t,
+            (None, None) => "latest",
+        }
+    }
+    /// Another repository on the same registry, with the same tag/digest.
+    pub fn with_repository(&self, repository: &str) -> Result<Self> {
+        let full = format!("{}/{repository}", self.domain);
+        if repository.is_empty()
+            || !repository.split('/').all(valid_path_component)
+            || full.len() > MAX_NAME_LEN
+        {
+            return Err(err(
+                &full,
+                "invalid repository name: use lowercase letters, digits and separators (. _ __ -) between them",
+            ));
+        }
+        Ok(Self {
+            path: repository.to_string(),
             ..self.clone()
         })
     }
@@ -209,6 +235,27 @@ impl FromStr for Reference {
     fn from_str(s: &str) -> Result<Self> {
         Self::parse(s)
     }
+}
+
+/// Normalises what a user passes to `lade login`/`logout` or `--insecure-registry`: strips
+/// `https://`/`http://` and any path, maps Docker Hub's aliases (`index.docker.io`,
+/// `registry-1.docker.io`, `registry.hub.docker.com`, `https://index.docker.io/v1/`) to
+/// `docker.io`, and validates the host.
+pub fn normalize_registry(input: &str) -> Result<String> {
+    let trimmed = input.trim();
+    let without_scheme = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .unwrap_or(trimmed);
+    let host = without_scheme.split('/').next().unwrap_or_default();
+    let host = match host {
+        LEGACY_DOMAIN | "registry-1.docker.io" | "registry.hub.docker.com" => DEFAULT_DOMAIN,
+        h => h,
+    };
+    if !valid_domain(host) {
+        return Err(err(input, format!("invalid registry host {host:?}")));
+    }
+    Ok(host.to_string())
 }
 
 fn valid_tag(t: &str) -> bool {
@@ -262,7 +309,9 @@ fn valid_domain(d: &str) -> bool {
                     "" => return true,
                     p => match p.strip_prefix(':') {
                         Some(port) => {
-                            return !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                            return !port.is_empty()
+                                && port.len() <= 5
+                                && port.bytes().all(|b| b.is_ascii_digit())
                         }
                         None => return false,
                     },
@@ -277,7 +326,7 @@ fn valid_domain(d: &str) -> bool {
         }
     };
     if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return false;
         }
     }
@@ -402,5 +451,97 @@ mod tests {
             r.with_digest(d.clone()).to_string(),
             format!("docker.io/library/busybox@{d}")
         );
+    }
+    // Cases ported from the registry crate's parser when the two were merged.
+
+    #[test]
+    fn normalises_like_docker_more() {
+        for (input, want) in [
+            ("docker.io/user/app:v1", "docker.io/user/app:v1"),
+            ("localhost:5000/a/b:t", "localhost:5000/a/b:t"),
+            ("[::1]:5000/a:t", "[::1]:5000/a:t"),
+            (
+                "ghcr.io/o/r/deep/path:1.0-rc_1",
+                "ghcr.io/o/r/deep/path:1.0-rc_1",
+            ),
+            // a single component with a port-like suffix is a Hub repository with a tag
+            ("foo:5000", "docker.io/library/foo:5000"),
+            ("a.b-c/d__e.f", "a.b-c/d__e.f:latest"),
+        ] {
+            assert_eq!(norm(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn registry_api_parts() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let r = Reference::parse(&format!("localhost:5000/x:t@{d}")).unwrap();
+        assert_eq!(r.tag(), Some("t"));
+        assert_eq!(r.manifest_reference(), d, "the digest wins over the tag");
+        assert_eq!(r.registry(), "localhost:5000");
+        assert_eq!(r.repository(), "x");
+        let r = Reference::parse("busybox").unwrap();
+        assert_eq!(r.manifest_reference(), "latest");
+        assert_eq!(r.registry(), "docker.io");
+        assert_eq!(r.repository(), "library/busybox");
+        let pinned = r.with_digest(Digest::parse(d).unwrap());
+        assert_eq!(pinned.tag(), None);
+        assert_eq!(pinned.manifest_reference(), d);
+        assert_eq!(
+            r.with_repository("other/repo").unwrap().to_string(),
+            "docker.io/other/repo:latest"
+        );
+        assert!(r.with_repository("Bad").is_err());
+        assert!(r.with_repository("").is_err());
+        assert!(r.with_tag("-bad").is_err());
+    }
+
+    #[test]
+    fn rejects_invalid_more() {
+        let long_name = format!("localhost/{}", "a".repeat(250));
+        for bad in [
+            "docker.io/Busybox",
+            "busybox:ta/g",
+            "busybox@",
+            "a/-b",
+            "a/b-",
+            "a___b",
+            "local host/a",
+            "host:port/a",
+            "host:123456/a",
+            "[zz]/a",
+            "-bad.io/a",
+            long_name.as_str(),
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn registry_arguments() {
+        for (input, want) in [
+            ("docker.io", "docker.io"),
+            ("index.docker.io", "docker.io"),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("registry-1.docker.io", "docker.io"),
+            ("localhost:5000", "localhost:5000"),
+            ("https://myreg.example:8443/", "myreg.example:8443"),
+            ("http://127.0.0.1:5000", "127.0.0.1:5000"),
+            ("[::1]:5000", "[::1]:5000"),
+        ] {
+            assert_eq!(normalize_registry(input).unwrap(), want, "{input}");
+        }
+        for bad in ["", "https://", "a b", "host:x"] {
+            assert!(normalize_registry(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parse_never_panics_on_odd_input() {
+        for s in [
+            "@", ":", "/", ":@", "a:@", "@@", "[", "[]", "[:", "a/b:c:d", "é/ü", "a@b@c",
+        ] {
+            let _ = Reference::parse(s);
+        }
     }
 }

@@ -6,6 +6,8 @@
 //!   refs.json                    the name index (see images.rs), replaced atomically
 //!   refs.lock                    flock serialising read-modify-write of refs.json
 //!   layers.lock                  flock serialising updates of layer records
+//!   remotes.json                 blobs known to be on registries, per repository (remotes.rs)
+//!   remotes.lock                 flock serialising read-modify-write of remotes.json
 //!   blobs/sha256/<hex>           content-addressed blobs (configs, layer tars, manifests)
 //!   layers/sha256/<diffid>.json  layer record: which blobs hold this layer (see layers.rs)
 //!   snapshots/<diffid>/          an unpacked layer, immutable, usable as an overlay lowerdir
@@ -108,8 +110,21 @@ impl Store {
     pub fn open_with(root: impl Into<PathBuf>, opts: StoreOptions, kind: LockKind) -> Result<Self> {
         let root = root.into();
         if !root.join("tmp").is_dir() {
+            let not_a_dir = || {
+                Error::Format(format!(
+                    "the store root {} is not a directory (or has a file in its path): point \
+                     --root or LADE_ROOT at a directory",
+                    root.display()
+                ))
+            };
+            if fs::metadata(&root).is_ok_and(|m| !m.is_dir()) {
+                return Err(not_a_dir());
+            }
             for d in ["blobs/sha256", "layers/sha256", "snapshots", "tmp"] {
-                fs::create_dir_all(root.join(d)).ctx("create store directory", root.join(d))?;
+                match fs::create_dir_all(root.join(d)) {
+                    Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(not_a_dir()),
+                    r => r.ctx("create store directory", root.join(d))?,
+                }
             }
         }
         let lock_path = root.join("lock");
@@ -235,8 +250,7 @@ impl Store {
             return Ok(d);
         }
         let mut w = self.blob_writer()?;
-        w.write_all(data)
-            .ctx("write temp file", w.tmp.path().to_path_buf())?;
+        w.write_all(data).ctx("write", w.tmp.path().to_path_buf())?;
         w.finish(Some(&d), Some(data.len() as u64))?.commit()?;
         Ok(d)
     }
@@ -249,11 +263,8 @@ impl Store {
         size: Option<u64>,
     ) -> Result<(Digest, u64)> {
         let mut w = self.blob_writer()?;
-        io::copy(&mut r, &mut w).map_err(|e| Error::Io {
-            what: "copy into blob",
-            path: w.tmp.path().to_path_buf(),
-            source: e,
-        })?;
+        io::copy(&mut r, &mut w)
+            .map_err(|e| Error::io("copy into blob", w.tmp.path().to_path_buf(), e))?;
         let staged = w.finish(expected, size)?;
         let out = (staged.digest.clone(), staged.size);
         staged.commit()?;
@@ -297,11 +308,8 @@ impl Store {
                 .sync_all()
                 .ctx("fsync", t.path().to_path_buf())?;
         }
-        t.persist(path).map_err(|e| Error::Io {
-            what: "rename into place",
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
+        t.persist(path)
+            .map_err(|e| Error::io("rename into place", path, e.error))?;
         if self.opts.fsync {
             File::open(dir)
                 .and_then(|f| f.sync_all())
@@ -322,16 +330,27 @@ pub struct BlobWriter<'s> {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
+        let n = self.out.write(buf).map_err(|e| self.disk_full(e))?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.flush().map_err(|e| self.disk_full(e))
     }
 }
 
 impl<'s> BlobWriter<'s> {
+    /// `ENOSPC`/`EDQUOT` as an [`Error::DiskFull`] naming the temp file, carried in the
+    /// `io::Error`: whoever reads through this writer (a tar parser teeing into it) reports a
+    /// full disk instead of calling the stream corrupt.
+    fn disk_full(&self, e: io::Error) -> io::Error {
+        if crate::error::disk_full_errno(&e).is_some() {
+            Error::io("write", self.tmp.path().to_path_buf(), e).into_io()
+        } else {
+            e
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.hasher.len()
@@ -344,11 +363,10 @@ impl<'s> BlobWriter<'s> {
     /// staged, not yet visible.
     pub fn finish(self, expected: Option<&Digest>, size: Option<u64>) -> Result<StagedBlob<'s>> {
         let path = self.tmp.path().to_path_buf();
-        let file = self.out.into_inner().map_err(|e| Error::Io {
-            what: "write temp file",
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("write", path.clone(), e.into_error()))?;
         if self.store.opts.fsync {
             file.sync_data().ctx("fsync", &path)?;
         }
@@ -407,11 +425,9 @@ impl<'s> StagedBlob<'s> {
             self.tmp.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         );
-        self.tmp.persist(&dest).map_err(|e| Error::Io {
-            what: "rename blob into place",
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| Error::io("rename blob into place", dest.clone(), e.error))?;
         self.store.mark_dirty(self.store.root.join("blobs/sha256"));
         Ok(self.digest)
     }

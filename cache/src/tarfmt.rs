@@ -170,11 +170,7 @@ pub fn write_tar<W: Write>(dir: &Path, opts: &TarOptions, out: W) -> Result<TarD
 }
 
 fn io_err(p: &Path, e: io::Error) -> Error {
-    Error::Io {
-        what: "write tar of",
-        path: p.to_path_buf(),
-        source: e,
-    }
+    Error::io("write tar of", p, e)
 }
 
 struct Walker<'a, W: Write> {

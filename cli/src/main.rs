@@ -7,7 +7,11 @@
 
 mod commands;
 mod diagnostics;
+mod output;
+mod progress;
 
+use std::io::Write;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
     lade_runtime::maybe_run_init();
     // `lade __purge-trash DIR`: deletes containers `run --rm` left in the trash (detached).
     commands::maybe_purge_trash();
+    output::quiet_broken_pipe_panics();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         // `lade run` exits 125 on bad flags, as `docker run` does.
@@ -37,12 +42,19 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    match commands::run(cli.command, &cli.global) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
+    // A closed stdout ends the command quietly (see output.rs); the stack is unwound first so
+    // temp files are cleaned up.
+    match catch_unwind(AssertUnwindSafe(|| commands::run(cli.command, &cli.global))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) if output::is_stdout_closed(&err) => ExitCode::from(output::SIGPIPE_STATUS),
+        Ok(Err(err)) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", output::render_error(&err));
             ExitCode::FAILURE
         }
+        Err(panic) if output::is_broken_pipe_panic(&*panic) => {
+            ExitCode::from(output::SIGPIPE_STATUS)
+        }
+        Err(panic) => resume_unwind(panic),
     }
 }
 

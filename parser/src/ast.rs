@@ -325,7 +325,7 @@ fn heredoc_marker(i: &str) -> IResult<&str, (&str, bool, &str)> {
 }
 
 /// What BuildKit's `ParseHeredoc` makes of one word: `Ok(None)` when it is not a heredoc marker.
-pub(crate) fn parse_heredoc_word(word: &str) -> Result<Option<(String, u64, bool, bool)>, String> {
+pub fn parse_heredoc_word(word: &str) -> Result<Option<(String, u64, bool, bool)>, String> {
     let Ok((remaining, (fd, chomp, rest))) = heredoc_marker(word) else {
         return Ok(None);
     };

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::auth::{self, AuthState, Challenge, Scope};
 use crate::credentials::{Credential, CredentialStore};
 use crate::error::{Error, Result};
-use crate::reference::api_host;
+use crate::hub::api_host;
 
 const MAX_REDIRECTS: usize = 10;
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -128,7 +128,7 @@ impl ClientConfig {
     /// Allows plain HTTP (and unverified TLS) for `registry` (`host[:port]`, or a URL).
     pub fn add_insecure_registry(&mut self, registry: &str) {
         let name =
-            crate::reference::normalize_registry(registry).unwrap_or_else(|_| registry.to_string());
+            lade_cache::normalize_registry(registry).unwrap_or_else(|_| registry.to_string());
         if !self.insecure_registries.contains(&name) {
             self.insecure_registries.push(name);
         }

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::reference::{normalize_registry, DOCKER_HUB, DOCKER_HUB_AUTH_KEY};
+use crate::hub::{DOCKER_HUB, DOCKER_HUB_AUTH_KEY};
+use lade_cache::normalize_registry;
 
 /// Limit on what a config file or helper may hand us.
 const MAX_CONFIG_FILE: u64 = 4 << 20;
@@ -414,14 +415,13 @@ async fn run_helper(
     let server = auth_key(registry).to_string();
     let run = async {
         if let Some(mut stdin) = child.stdin.take() {
-            // A helper may exit without reading its input (it failed, or it ignores stdin):
-            // the write then fails with EPIPE, and the helper's exit status and stderr below
-            // are what say what went wrong.
-            let written = async {
-                stdin.write_all(server.as_bytes()).await?;
-                stdin.shutdown().await
+            // A helper that exits without reading its input (an error it reports on stderr)
+            // closes the pipe: its exit status and message below are what matter, not EPIPE.
+            let written = match stdin.write_all(server.as_bytes()).await {
+                Ok(()) => stdin.shutdown().await,
+                Err(e) => Err(e),
             };
-            match written.await {
+            match written {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
                 _ => {}
             }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use lade_cache::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -13,8 +13,9 @@ pub enum Error {
     #[error("invalid reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
 
-    #[error("invalid digest {digest:?}: {reason}")]
-    InvalidDigest { digest: String, reason: String },
+    /// A store error (also invalid references and digests: the parsers are the store's).
+    #[error(transparent)]
+    Store(#[from] lade_cache::Error),
 
     #[error(
         "invalid platform {platform:?}: use os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
@@ -34,7 +35,7 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("{reference} not found")]
+    #[error("manifest for {reference} not found: the registry has no such tag or digest")]
     ManifestNotFound { reference: String },
 
     #[error("blob {digest} not found in {repository} on {registry}")]
@@ -125,6 +126,11 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// Whether a filesystem (the store's) was full or a disk quota used up.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_disk_full())
     }
 
     /// Whether another attempt may succeed (connection trouble, 429, 5xx).

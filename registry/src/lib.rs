@@ -23,20 +23,26 @@
 pub mod auth;
 mod client;
 pub mod credentials;
-pub mod digest;
 mod error;
+pub mod hub;
+mod images;
 pub mod manifest;
 mod progress;
 mod pull;
 mod push;
-pub mod reference;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
 pub use client::{is_loopback, Client, ClientConfig, RetryPolicy};
 pub use credentials::{Credential, CredentialStore};
-pub use digest::Digest;
 pub use error::{Error, Result};
+pub use hub::api_host;
+pub use images::{
+    ensure_image, pull_image, push_image, EnsuredImage, PullPolicy, PulledImage, PushOptions,
+    PushedImage,
+};
+/// References and digests are the store's types (one parser, one digest for the whole tool).
+pub use lade_cache::{normalize_registry, Digest, Hasher, Reference};
 pub use manifest::{
     Descriptor, ImageIndex, ImageManifest, Manifest, ManifestKind, Platform, MAX_CONFIG_SIZE,
     MAX_MANIFEST_SIZE,
@@ -44,4 +50,3 @@ pub use manifest::{
 pub use progress::{BlobSink, BlobSource, Progress, ProgressFn};
 pub use pull::{FetchedManifest, ResolvedImage};
 pub use push::PushedBlob;
-pub use reference::{normalize_registry, Reference};

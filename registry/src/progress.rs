@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncSeekExt, AsyncWrite};
 
-use crate::digest::Digest;
+use lade_cache::Digest;
 
 /// One progress event for one blob. The crate never prints; the CLI renders these.
 #[derive(Debug, Clone, Copy)]
@@ -35,12 +35,23 @@ pub enum Progress<'a> {
         done: u64,
         error: &'a str,
     },
-    /// Nothing to transfer: the registry already has the blob.
+    /// Nothing to transfer: the destination already has the blob (the registry's repository
+    /// on push; on pull, the store has the layer, by diffID).
     Exists { digest: &'a Digest },
     /// Nothing to transfer: the registry linked the blob from another repository.
     Mounted { digest: &'a Digest, from: &'a str },
     /// The blob is complete and verified (pull) or committed by the registry (push).
     Finished { digest: &'a Digest, total: u64 },
+    /// Push: layer `layer` (a diffID, `total` bytes uncompressed) is being compressed because
+    /// the store has no blob of it in the requested compression yet.
+    Compressing { layer: &'a Digest, total: u64 },
+    /// Push: layer `layer` is now blob `digest` (`size` bytes), remembered by the store; the
+    /// blob's transfer events follow under `digest`.
+    Compressed {
+        layer: &'a Digest,
+        digest: &'a Digest,
+        size: u64,
+    },
 }
 
 type Callback = dyn for<'a> Fn(Progress<'a>) + Send + Sync;

@@ -11,13 +11,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::auth::Scope;
 use crate::client::{join, Client, ErrorContext, Req, ReqBody};
-use crate::digest::{verify, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::{
     Descriptor, ImageManifest, Manifest, ManifestKind, Platform, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE,
 };
 use crate::progress::{BlobSink, Progress, ProgressFn};
-use crate::reference::Reference;
+use lade_cache::{Digest, Hasher, Reference};
 
 /// A manifest as fetched: the exact bytes (what the digest covers), verified.
 #[derive(Debug, Clone)]
@@ -120,7 +119,7 @@ impl Client {
                 }
             }
         }
-        let digest = Digest::sha256_of(&bytes);
+        let digest = Digest::of(&bytes);
         let what = format!("manifest {reference}");
         if let Some(pinned) = reference.digest() {
             if pinned != &digest {
@@ -548,6 +547,28 @@ impl Client {
     }
 }
 
+/// Checks that content hashed by `hasher` is exactly `expected` (`size` bytes); `what` names the
+/// content in the error.
+pub(crate) fn verify(hasher: Hasher, expected: &Digest, size: u64, what: &str) -> Result<()> {
+    let got_size = hasher.len();
+    if got_size != size {
+        return Err(Error::SizeMismatch {
+            what: what.to_string(),
+            expected: size,
+            actual: got_size,
+        });
+    }
+    let actual = hasher.finish();
+    if &actual != expected {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -567,6 +588,24 @@ fn content_range_start(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_reports_size_then_digest() {
+        let d = Digest::of(b"abc");
+        let mut h = Hasher::new();
+        h.update(b"abc");
+        assert!(verify(h.clone(), &d, 3, "blob").is_ok());
+        assert!(matches!(
+            verify(h.clone(), &d, 4, "blob"),
+            Err(Error::SizeMismatch { .. })
+        ));
+        let mut other = Hasher::new();
+        other.update(b"abd");
+        assert!(matches!(
+            verify(other, &d, 3, "blob"),
+            Err(Error::DigestMismatch { .. })
+        ));
+    }
 
     #[test]
     fn content_range() {

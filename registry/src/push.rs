@@ -13,12 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::auth::Scope;
 use crate::client::{join, Client, ErrorContext, RegistryState, Req, ReqBody};
-use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest};
 use crate::progress::{BlobSource, Progress, ProgressFn};
 use crate::pull::header_str;
-use crate::reference::Reference;
+use lade_cache::{Digest, Hasher, Reference};
 
 /// Read size for upload bodies (and the granularity of upload progress).
 const UPLOAD_READ: usize = 256 << 10;
@@ -89,33 +88,12 @@ impl Client {
         progress: &ProgressFn,
     ) -> Result<PushedBlob> {
         let digest = &desc.digest;
-        if self.blob_exists(target, digest).await?.is_some() {
-            progress.emit(Progress::Exists { digest });
-            return Ok(PushedBlob::Exists);
-        }
         let reg = self.registry(target.registry());
-        let mut session = None;
-        for from in mount_from
-            .iter()
-            .filter(|f| f.as_str() != target.repository())
-        {
-            match self.mount(&reg, target, digest, from).await {
-                Ok(Mount::Mounted) => {
-                    progress.emit(Progress::Mounted { digest, from });
-                    return Ok(PushedBlob::Mounted { from: from.clone() });
-                }
-                Ok(Mount::Session(url)) => {
-                    session = Some(url);
-                    break;
-                }
-                // No read access to the source, or it does not exist: upload instead.
-                Err(
-                    Error::Denied { .. } | Error::AuthFailed { .. } | Error::AuthRequired { .. },
-                )
-                | Err(Error::Registry { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let mut session = match self.link(target, digest, mount_from, progress).await? {
+            Linked::Done(p) => return Ok(p),
+            Linked::Session(url) => Some(url),
+            Linked::Missing => None,
+        };
         let max_attempts = self.config().retry.max_attempts;
         let mut attempt = 0;
         loop {
@@ -160,6 +138,63 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes blob `desc` present in `target`'s repository without sending its bytes: `Some`
+    /// when the registry already has it there (`HEAD`) or linked it from one of `mount_from`
+    /// (repositories of the same registry believed to hold it), `None` when it must be
+    /// uploaded. For a blob the caller does not have at hand (only known to be on the
+    /// registry), before producing it.
+    pub async fn link_blob(
+        &self,
+        target: &Reference,
+        desc: &Descriptor,
+        mount_from: &[String],
+        progress: &ProgressFn,
+    ) -> Result<Option<PushedBlob>> {
+        Ok(
+            match self
+                .link(target, &desc.digest, mount_from, progress)
+                .await?
+            {
+                Linked::Done(p) => Some(p),
+                // The registry opened an upload session instead of mounting; it expires unused.
+                Linked::Session(_) | Linked::Missing => None,
+            },
+        )
+    }
+
+    async fn link(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        mount_from: &[String],
+        progress: &ProgressFn,
+    ) -> Result<Linked> {
+        if self.blob_exists(target, digest).await?.is_some() {
+            progress.emit(Progress::Exists { digest });
+            return Ok(Linked::Done(PushedBlob::Exists));
+        }
+        let reg = self.registry(target.registry());
+        for from in mount_from
+            .iter()
+            .filter(|f| f.as_str() != target.repository())
+        {
+            match self.mount(&reg, target, digest, from).await {
+                Ok(Mount::Mounted) => {
+                    progress.emit(Progress::Mounted { digest, from });
+                    return Ok(Linked::Done(PushedBlob::Mounted { from: from.clone() }));
+                }
+                Ok(Mount::Session(url)) => return Ok(Linked::Session(url)),
+                // No read access to the source, or it does not exist: upload instead.
+                Err(
+                    Error::Denied { .. } | Error::AuthFailed { .. } | Error::AuthRequired { .. },
+                )
+                | Err(Error::Registry { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Linked::Missing)
     }
 
     /// [`Client::push_blob`] for several blobs of one image, at most
@@ -220,11 +255,26 @@ impl Client {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        self.upload_byte_stream(target, reader_stream(reader, u64::MAX), progress)
+            .await
+    }
+
+    /// [`Client::upload_stream`] from a stream of chunks. An `Err` item aborts the request, so
+    /// a producer that fails half-way never completes an upload.
+    pub async fn upload_byte_stream<S>(
+        &self,
+        target: &Reference,
+        chunks: S,
+        progress: &ProgressFn,
+    ) -> Result<(Digest, u64)>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
         let reg = self.registry(target.registry());
         let location = self.start_upload(&reg, target).await?;
         let hasher = Arc::new(Mutex::new(Hasher::new()));
         let tap = hasher.clone();
-        let stream = reader_stream(reader, u64::MAX).map(move |chunk| {
+        let stream = chunks.map(move |chunk| {
             if let Ok(c) = &chunk {
                 if let Ok(mut h) = tap.lock() {
                     h.update(c);
@@ -292,7 +342,7 @@ impl Client {
         bytes: &[u8],
     ) -> Result<Digest> {
         Manifest::parse(bytes, Some(media_type), &target.to_string())?;
-        let digest = Digest::sha256_of(bytes);
+        let digest = Digest::of(bytes);
         if let Some(pinned) = target.digest() {
             if pinned != &digest {
                 return Err(Error::DigestMismatch {
@@ -569,6 +619,13 @@ impl Client {
             reason: format!("invalid upload Location {loc:?}"),
         })
     }
+}
+
+enum Linked {
+    Done(PushedBlob),
+    /// Not linked, but an upload session is open (a mount answered 202).
+    Session(Url),
+    Missing,
 }
 
 enum Mount {

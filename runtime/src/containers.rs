@@ -181,6 +181,12 @@ impl ContainerStore {
         Ok(Self { root })
     }
 
+    /// The directory without creating it (for commands that only read or remove: a missing
+    /// directory lists nothing).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

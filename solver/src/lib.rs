@@ -2,13 +2,15 @@
 //!
 //! Owns the generic build graph and its parallel, cache-aware scheduler ([`graph`],
 //! [`schedule`]), the cache-key encoding ([`CacheKey`]) and build-context hashing with
-//! `.dockerignore` semantics and a persistent stat cache ([`context`]). Dockerfile lowering (AST
-//! to graph) will live beside them in its own module; the scheduler must stay free of Dockerfile
-//! knowledge (it sees vertices, digests and ops, never instructions). The crate never prints:
+//! `.dockerignore` semantics and a persistent stat cache ([`context`]), and Dockerfile lowering
+//! ([`dockerfile`]: AST to graph and image config, with the store-backed [`Cache`]) beside them;
+//! the scheduler stays free of Dockerfile knowledge (it sees vertices, digests and ops, never
+//! instructions). The crate never prints:
 //! progress goes out as [`Event`]s, failures as [`Error`]s.
 
 pub mod context;
 pub mod digest;
+pub mod dockerfile;
 pub mod graph;
 pub mod schedule;
 

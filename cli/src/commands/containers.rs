@@ -13,10 +13,12 @@ use serde_json::{json, Map, Value};
 use super::run::RunMeta;
 use super::timefmt::{human_duration, now_rfc3339, rfc3339};
 use super::Global;
+use crate::output::outln;
 
-/// The container store of a lade store root.
+/// The container store of a lade store root, not created when missing (only `lade run` makes
+/// it): reading commands leave a store as they found it.
 pub fn container_store(root: &Path) -> Result<ContainerStore> {
-    Ok(ContainerStore::open(root.join("containers"))?)
+    Ok(ContainerStore::at(root.join("containers")))
 }
 
 fn meta_of(c: &ContainerState) -> Option<RunMeta> {
@@ -186,7 +188,7 @@ pub fn ps(g: &Global, a: PsArgs) -> Result<ExitCode> {
     };
     if a.quiet {
         for c in &list {
-            println!("{}", id_of(c));
+            outln!("{}", id_of(c))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -213,7 +215,7 @@ pub fn ps(g: &Global, a: PsArgs) -> Result<ExitCode> {
                     "State": state,
                     "Status": status,
                 });
-                println!("{v}");
+                outln!("{v}")?;
             }
         }
         "table" => {
@@ -235,7 +237,7 @@ pub fn ps(g: &Global, a: PsArgs) -> Result<ExitCode> {
                     c.name.clone().unwrap_or_default(),
                 ]);
             }
-            super::images::print_table(&t);
+            super::images::print_table(&t)?;
         }
         other => bail!("unknown --format {other:?}: use table or json"),
     }
@@ -262,7 +264,7 @@ pub fn rm(g: &Global, a: RmArgs) -> Result<ExitCode> {
             containers.remove(key)
         };
         match r {
-            Ok(()) => println!("{key}"),
+            Ok(()) => outln!("{key}")?,
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;
@@ -454,7 +456,7 @@ pub fn commit(g: &Global, a: CommitArgs) -> Result<ExitCode> {
         }
         None => store.keep_unnamed(&img.id)?,
     }
-    println!("{}", img.id);
+    outln!("{}", img.id)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -93,7 +93,9 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(dump.as_bytes())?;
-    stdout.flush()?;
+    stdout
+        .write_all(dump.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(crate::output::stdout_error)?;
     Ok(ExitCode::SUCCESS)
 }

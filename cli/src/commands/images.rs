@@ -1,8 +1,8 @@
 //! Image commands: load, save, import, images, tag, rmi, inspect, history, prune, system check.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::timefmt::{human_size, now_rfc3339, since};
 use super::Global;
+use crate::output::{self, outln};
 
 fn open(g: &Global) -> Result<Store> {
     let root = g.root();
@@ -29,11 +30,13 @@ pub struct LoadArgs {
     quiet: bool,
 }
 
+const ARCHIVE: &str = "an image archive (from `docker save`, `lade save` or skopeo's oci-archive:)";
+
 pub fn load(g: &Global, a: LoadArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let loaded = match &a.input {
         Some(p) => {
-            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let f = open_input(p, ARCHIVE)?;
             archive::load(&store, f).with_context(|| format!("cannot load {}", p.display()))?
         }
         None => {
@@ -46,12 +49,12 @@ pub fn load(g: &Global, a: LoadArgs) -> Result<ExitCode> {
     };
     for img in loaded {
         if a.quiet {
-            println!("{}", img.id);
+            outln!("{}", img.id)?;
         } else if img.names.is_empty() {
-            println!("Loaded image ID: {}", img.id);
+            outln!("Loaded image ID: {}", img.id)?;
         } else {
             for n in &img.names {
-                println!("Loaded image: {}", n.familiar());
+                outln!("Loaded image: {}", n.familiar())?;
             }
         }
     }
@@ -91,21 +94,42 @@ fn selected(store: &Store, args: &[String]) -> Result<Vec<SaveImage>> {
 }
 
 pub fn save(g: &Global, a: SaveArgs) -> Result<ExitCode> {
+    if let Some(p) = &a.output {
+        check_output_path(p)?;
+    }
     let store = open(g)?;
     let images = selected(&store, &a.images)?;
     match &a.output {
         Some(p) => {
             // Write next to the destination, then rename: no half-written archive is left behind.
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
+            let dir = parent_dir(p);
             let mut tmp = tempfile::Builder::new()
                 .prefix(".lade-save-")
                 .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            archive::save(&store, &images, tmp.as_file_mut())?;
+                .map_err(|e| {
+                    // tempfile's message ends with its random file name: keep the OS error.
+                    let text = e.to_string();
+                    let why = text.split(" at path ").next().unwrap_or(&text).to_string();
+                    anyhow::anyhow!(
+                        "cannot write {}: cannot create a file in {}: {why}",
+                        p.display(),
+                        dir.display()
+                    )
+                })?;
+            if let Err(e) = archive::save(&store, &images, tmp.as_file_mut()) {
+                let e = anyhow::Error::new(e);
+                // Reading the store never fills a disk: writing the archive did.
+                if output::is_disk_full(&e) {
+                    bail!(
+                        "no space left on device: cannot write {}; free space on that filesystem \
+                         or give -o a path on another one (nothing was written)",
+                        p.display()
+                    );
+                }
+                return Err(e.context(format!("cannot write {}", p.display())));
+            }
             tmp.persist(p)
+                .map_err(|e| anyhow::Error::new(e.error))
                 .with_context(|| format!("cannot write {}", p.display()))?;
         }
         None => {
@@ -114,11 +138,64 @@ pub fn save(g: &Global, a: SaveArgs) -> Result<ExitCode> {
                 bail!("cowardly refusing to write an archive to a terminal; use -o FILE or a pipe");
             }
             let mut lock = stdout.lock();
-            archive::save(&store, &images, &mut lock)?;
-            lock.flush()?;
+            if let Err(e) = archive::save(&store, &images, &mut lock) {
+                let e = anyhow::Error::new(e);
+                // Only standard output is written here: EPIPE is its reader going away.
+                if output::has_broken_pipe(&e) {
+                    return Err(anyhow::Error::new(output::StdoutClosed));
+                }
+                return Err(e.context("cannot write the archive to standard output"));
+            }
+            lock.flush().map_err(output::stdout_error)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The directory a new file `p` goes to (`.` for a bare file name).
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Refuses an output path that cannot become a file, before any work is done.
+fn check_output_path(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        bail!(
+            "{} is a directory: give -o the archive's file name, e.g. {}",
+            p.display(),
+            p.join("image.tar").display()
+        );
+    }
+    let dir = parent_dir(p);
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist; create it first",
+            p.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens a file the user named as input (`what`: "an image archive", ...), refusing a
+/// directory or an empty file with a message that says what was expected.
+fn open_input(p: &Path, what: &str) -> Result<File> {
+    let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let m = f
+        .metadata()
+        .with_context(|| format!("cannot open {}", p.display()))?;
+    if m.is_dir() {
+        bail!(
+            "{} is a directory, not a file: expected {what}",
+            p.display()
+        );
+    }
+    if m.is_file() && m.len() == 0 {
+        bail!("{} is empty: expected {what}", p.display());
+    }
+    Ok(f)
 }
 
 #[derive(Debug, Args)]
@@ -145,17 +222,29 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let src = &a.source;
     let rec = if src.as_os_str() == "-" {
-        store.add_layer(io::stdin().lock(), None)?
+        let mut input = io::BufReader::with_capacity(1 << 20, io::stdin().lock());
+        let empty = input
+            .fill_buf()
+            .context("cannot read standard input")?
+            .is_empty();
+        if empty {
+            bail!("standard input is empty: expected a rootfs tarball");
+        }
+        store
+            .add_layer(input, None)
+            .context("cannot import the rootfs from standard input")?
     } else if src.is_dir() {
-        store.add_layer_from_dir(
-            src,
-            &TarOptions {
-                mtime: Mtime::Keep,
-                ..Default::default()
-            },
-        )?
+        store
+            .add_layer_from_dir(
+                src,
+                &TarOptions {
+                    mtime: Mtime::Keep,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("cannot import {}", src.display()))?
     } else {
-        let f = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        let f = open_input(src, "a rootfs tarball or directory")?;
         store
             .add_layer(f, None)
             .with_context(|| format!("cannot import {}", src.display()))?
@@ -182,7 +271,7 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
         }
         None => store.keep_unnamed(&img.id)?,
     }
-    println!("{}", img.id);
+    outln!("{}", img.id)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -205,6 +294,9 @@ fn key_values(rest: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for word in shell_words(rest) {
         let (k, v) = word.split_once('=').context("expected KEY=VALUE")?;
+        if k.is_empty() {
+            bail!("{word:?} has no name before '=': expected KEY=VALUE");
+        }
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
@@ -249,6 +341,12 @@ pub(super) fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result
         .split_once(char::is_whitespace)
         .unwrap_or((change, ""));
     let rest = rest.trim();
+    if ins.is_empty() {
+        bail!("empty --change: give a Dockerfile instruction, e.g. --change 'CMD [\"sh\"]'");
+    }
+    if rest.is_empty() {
+        bail!("{ins} needs an argument");
+    }
     match ins.to_ascii_uppercase().as_str() {
         "CMD" => {
             cfg.insert("Cmd".into(), json_or_shell(rest));
@@ -365,7 +463,7 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
             if seen.insert(r.3.clone()) {
-                println!("{}", r.3);
+                outln!("{}", r.3)?;
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -379,7 +477,7 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
                     "CreatedSince": since(created.as_deref()),
                     "Size": human_size(size), "SizeBytes": size,
                 });
-                println!("{v}");
+                outln!("{v}")?;
             }
         }
         "table" => {
@@ -393,14 +491,14 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
             for (repo, tag, _digest, id, created, size) in rows {
                 table.push([repo, tag, id, since(created.as_deref()), human_size(size)]);
             }
-            print_table(&table);
+            print_table(&table)?;
         }
         other => bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) {
+pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<()> {
     let mut w = [0usize; N];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -416,8 +514,9 @@ pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) {
                 line.push_str(&format!("{c:<width$}   ", width = w[i]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end())?;
     }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -505,7 +604,7 @@ pub fn rmi(g: &Global, a: RmiArgs) -> Result<ExitCode> {
             for n in removed {
                 if n != id.as_str() {
                     let shown = Reference::parse(&n).map(|r| r.familiar()).unwrap_or(n);
-                    println!("Untagged: {shown}");
+                    outln!("Untagged: {shown}")?;
                 }
             }
             if !users.is_empty() {
@@ -517,12 +616,15 @@ pub fn rmi(g: &Global, a: RmiArgs) -> Result<ExitCode> {
                     users.iter().map(|c| &c.id[..12]).collect::<Vec<_>>().join(", ")
                 );
             } else if !store.refs()?.refs.values().any(|v| *v == id) {
-                println!("Deleted: {id}");
+                outln!("Deleted: {id}")?;
             }
             Ok(())
         })();
         if let Err(e) = result {
-            eprintln!("error: {e:#}");
+            if output::is_stdout_closed(&e) {
+                return Err(e);
+            }
+            eprintln!("error: {}", output::render_error(&e));
             failed = true;
         }
     }
@@ -609,7 +711,7 @@ pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
         let img = store.image(i)?;
         out.push(inspect_value(&store, &img)?);
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -665,11 +767,11 @@ pub fn history(g: &Global, a: HistoryArgs) -> Result<ExitCode> {
                 } else {
                     "<missing>".into()
                 };
-                println!(
+                outln!(
                     "{}",
                     json!({"ID": id, "CreatedAt": created, "CreatedSince": since(Some(created)),
                            "CreatedBy": by, "Size": human_size(*size), "SizeBytes": size, "Comment": comment})
-                );
+                )?;
             }
         }
         "table" => {
@@ -693,7 +795,7 @@ pub fn history(g: &Global, a: HistoryArgs) -> Result<ExitCode> {
                 };
                 t.push([id, since(Some(&created)), by, human_size(size), comment]);
             }
-            print_table(&t);
+            print_table(&t)?;
         }
         other => bail!("unknown --format {other:?}: use table or json"),
     }
@@ -705,6 +807,25 @@ pub struct PruneArgs {
     /// Only report what would be removed
     #[arg(long)]
     dry_run: bool,
+    /// Also drop the build cache (every cached build step)
+    #[arg(short, long)]
+    all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache, then what nothing references any more
+    Prune {
+        /// Only report what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn builder(g: &Global, c: BuilderCommand) -> Result<ExitCode> {
+    match c {
+        BuilderCommand::Prune { dry_run } => prune(g, PruneArgs { dry_run, all: true }),
+    }
 }
 
 pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
@@ -717,21 +838,47 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     if !a.dry_run {
         super::containers::remove_dead_auto_remove(&containers)?;
     }
-    let roots = super::containers::ContainerRoots {
+    let container_roots = super::containers::ContainerRoots {
         containers: containers.list()?,
     };
-    let r = store.prune(&[&roots], a.dry_run)?;
+    if a.all {
+        let n = if a.dry_run {
+            store.cache_entries()?.len()
+        } else {
+            store.cache_clear()?
+        };
+        println!(
+            "{} {n} build-cache records",
+            if a.dry_run { "Would remove" } else { "Removed" }
+        );
+        // RUN --mount=type=cache directories and context stat caches go with the build cache
+        for dir in ["cachemounts", "statcache"] {
+            let p = root.join(dir);
+            if !a.dry_run && p.exists() {
+                std::fs::remove_dir_all(&p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+    }
+    let r = if a.all && a.dry_run {
+        store.prune(&[&container_roots], true)?
+    } else {
+        store.prune(&[&lade_cache::BuildCacheRoots, &container_roots], a.dry_run)?
+    };
     let verb = if a.dry_run { "Would remove" } else { "Removed" };
-    println!(
+    outln!(
         "{verb} {} blobs, {} layer records, {} snapshots, {} temp entries",
-        r.blobs, r.layers, r.snapshots, r.temp_entries
-    );
+        r.blobs,
+        r.layers,
+        r.snapshots,
+        r.temp_entries
+    )?;
     let what = if a.dry_run {
         "Reclaimable space"
     } else {
         "Total reclaimed space"
     };
-    println!("{what}: {}", human_size(r.bytes_freed));
+    outln!("{what}: {}", human_size(r.bytes_freed))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -755,16 +902,16 @@ pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
         SystemCommand::Check { verify } => {
             let store = open(g)?;
             let r = store.check(verify)?;
-            println!(
+            outln!(
                 "images: {}, blobs: {}, layers: {}, snapshots: {}, unreferenced: {}, temp entries: {}",
                 r.images, r.blobs, r.layers, r.snapshots, r.unreferenced, r.temp_entries
-            );
+            )?;
             if r.problems.is_empty() {
-                println!("store is consistent");
+                outln!("store is consistent")?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 for p in &r.problems {
-                    println!("problem: {p}");
+                    outln!("problem: {p}")?;
                 }
                 Ok(ExitCode::FAILURE)
             }
@@ -773,8 +920,10 @@ pub fn system(g: &Global, c: SystemCommand) -> Result<ExitCode> {
             let store = open(g)?;
             for i in &images {
                 let img = store.image(i)?;
-                let paths = store.ensure_snapshots(&img.layers)?;
-                println!("lowerdir={}", lade_cache::lowerdir_option(&paths));
+                let paths = store
+                    .ensure_snapshots(&img.layers)
+                    .with_context(|| format!("cannot unpack {i}"))?;
+                outln!("lowerdir={}", lade_cache::lowerdir_option(&paths))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -797,6 +946,9 @@ mod tests {
         apply_change(&mut c, "WORKDIR /app").unwrap();
         apply_change(&mut c, "USER 1000:1000").unwrap();
         assert!(apply_change(&mut c, "RUN x").is_err());
+        assert!(apply_change(&mut c, "").is_err());
+        assert!(apply_change(&mut c, "CMD").is_err());
+        assert!(apply_change(&mut c, "ENV =x").is_err());
         let v = Value::Object(c);
         assert_eq!(v["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
         assert_eq!(v["Entrypoint"], json!(["/bin/sh", "-c", "/bin/run"]));

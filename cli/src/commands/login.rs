@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use lade_registry::{normalize_registry, Client, Credential, CredentialStore, Error};
 
 use super::registry_opts::{runtime, RegistryOpts};
+use crate::output::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
@@ -78,7 +79,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     }
     let path = store.save(&registry, &username, &password)?;
     eprintln!("credentials saved in {}", path.display());
-    println!("Login Succeeded");
+    outln!("Login Succeeded")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -86,9 +87,9 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let registry = normalize_registry(&args.registry)?;
     let store = CredentialStore::from_env();
     if store.remove(&registry)? {
-        println!("Removing login credentials for {registry}");
+        outln!("Removing login credentials for {registry}")?;
     } else {
-        println!("Not logged in to {registry}");
+        outln!("Not logged in to {registry}")?;
     }
     // Lade also reads docker's credentials; say so when they still authenticate us.
     if let Some(docker) = store.docker_config_file() {

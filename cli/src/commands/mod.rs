@@ -3,10 +3,12 @@
 mod login;
 mod registry_opts;
 
+mod build;
 mod containers;
 mod images;
 mod run;
 mod timefmt;
+mod transfer;
 
 use std::path::PathBuf;
 mod debug;
@@ -41,6 +43,15 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove a registry's credentials from Lade's auth file
     Logout(login::LogoutArgs),
+    /// Build an image from a Dockerfile
+    Build(Box<build::BuildArgs>),
+    /// Build-cache maintenance
+    #[command(subcommand)]
+    Builder(images::BuilderCommand),
+    /// Pull an image from a registry into the store
+    Pull(transfer::PullArgs),
+    /// Push an image from the store to a registry
+    Push(transfer::PushArgs),
     /// Load images from a docker-archive or OCI-archive tarball (gzip/zstd or not)
     Load(images::LoadArgs),
     /// Save images to one tarball that `docker load` accepts and that is an OCI image layout
@@ -83,6 +94,10 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
         }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
+        Command::Build(a) => build::build(global, *a),
+        Command::Builder(c) => images::builder(global, c),
+        Command::Pull(a) => transfer::pull(global, a),
+        Command::Push(a) => transfer::push(global, a),
         Command::Load(a) => images::load(global, a),
         Command::Save(a) => images::save(global, a),
         Command::Import(a) => images::import(global, a),

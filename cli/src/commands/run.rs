@@ -449,7 +449,7 @@ fn wait_forwarding(sandbox: &lade_runtime::Sandbox, signals: &SigSet) -> Result<
 }
 
 fn err_code(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", crate::output::render_error(e));
     ExitCode::from(EXIT_LADE_ERROR)
 }
 
@@ -723,9 +723,9 @@ pub fn maybe_purge_trash() {
     if args.next().as_deref() != Some(std::ffi::OsStr::new(PURGE_TRASH)) {
         return;
     }
-    let code = match args.next().map(ContainerStore::open) {
-        Some(Ok(cs)) => i32::from(cs.purge_trash().is_err()),
-        _ => 2,
+    let code = match args.next() {
+        Some(dir) => i32::from(ContainerStore::at(dir).purge_trash().is_err()),
+        None => 2,
     };
     std::process::exit(code)
 }

@@ -59,7 +59,7 @@ fn listing(tar_bytes: &[u8], skip: &[&str]) -> BTreeMap<String, String> {
 
 /// The filesystem of a docker image, via `docker create` + `docker export`, minus what docker
 /// adds to every container.
-fn docker_fs(image: &str) -> BTreeMap<String, String> {
+pub(crate) fn docker_fs(image: &str) -> BTreeMap<String, String> {
     let id = run_ok(docker().args(["create", "--network=none", image]))
         .trim()
         .to_string();
@@ -85,7 +85,7 @@ fn docker_fs(image: &str) -> BTreeMap<String, String> {
 }
 
 /// Mounts the image's snapshots read-only with overlayfs and lists the result.
-fn overlay_fs(ts: &TestStore, image: &str) -> BTreeMap<String, String> {
+pub(crate) fn overlay_fs(ts: &TestStore, image: &str) -> BTreeMap<String, String> {
     let out = run_ok(ts.lade().args(["system", "unpack", image]));
     let opt = out.trim().to_string();
     assert!(opt.starts_with("lowerdir=") && opt.contains(':'), "{opt}");
@@ -122,7 +122,7 @@ fn overlay_fs(ts: &TestStore, image: &str) -> BTreeMap<String, String> {
     )
 }
 
-fn app_dockerfile(base: &str) -> String {
+pub(crate) fn app_dockerfile(base: &str) -> String {
     format!(
         r#"FROM {base}
 RUN mkdir -p /app && echo hello > /app/hello && ln -s /app/hello /app/abs-link && ln /app/hello /app/hard

@@ -23,7 +23,7 @@ pub fn blob(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
-    Descriptor::new(media_type, Digest::sha256_of(bytes), bytes.len() as u64)
+    Descriptor::new(media_type, Digest::of(bytes), bytes.len() as u64)
 }
 
 /// An image made of `layers` (arbitrary bytes: the registry does not look inside).
@@ -36,10 +36,7 @@ pub struct TestImage {
 
 impl TestImage {
     pub fn new(layers: Vec<Vec<u8>>, arch: &str) -> TestImage {
-        let diff_ids: Vec<String> = layers
-            .iter()
-            .map(|l| Digest::sha256_of(l).to_string())
-            .collect();
+        let diff_ids: Vec<String> = layers.iter().map(|l| Digest::of(l).to_string()).collect();
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": arch, "os": "linux",
             "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -72,7 +69,7 @@ impl TestImage {
     }
 
     pub fn digest(&self) -> Digest {
-        Digest::sha256_of(&self.manifest)
+        Digest::of(&self.manifest)
     }
 
     /// Pushes blobs (config last, as docker does) then the manifest under `target`'s tag.
@@ -130,6 +127,8 @@ pub fn recorder() -> (ProgressFn, Arc<Mutex<Vec<String>>>) {
             Progress::Exists { .. } => "exists".into(),
             Progress::Mounted { from, .. } => format!("mounted {from}"),
             Progress::Finished { total, .. } => format!("finished {total}"),
+            Progress::Compressing { .. } => "compressing".into(),
+            Progress::Compressed { .. } => "compressed".into(),
         };
         l.lock().unwrap().push(line);
     });

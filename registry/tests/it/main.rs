@@ -5,4 +5,5 @@
 mod auth;
 mod common;
 mod faults;
+mod images;
 mod push_pull;

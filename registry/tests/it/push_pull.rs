@@ -319,7 +319,7 @@ async fn chunked_and_streamed_uploads() {
         )
         .await
         .unwrap();
-    assert_eq!(digest, Digest::sha256_of(&streamed));
+    assert_eq!(digest, Digest::of(&streamed));
     assert_eq!(size, 700_000);
     assert_eq!(
         client.blob_exists(&r, &digest).await.unwrap(),
@@ -356,10 +356,7 @@ async fn index_resolves_the_requested_platform() {
         .unwrap();
     assert_eq!(got.index.as_ref().unwrap().bytes, index);
     assert_eq!(got.manifest.digest, amd.digest());
-    assert_eq!(
-        got.image.layers[0].digest,
-        Digest::sha256_of(&amd.layers[0])
-    );
+    assert_eq!(got.image.layers[0].digest, Digest::of(&amd.layers[0]));
     let got = client
         .resolve_image(&r, &Platform::parse("linux/arm64").unwrap())
         .await
@@ -408,7 +405,7 @@ async fn docker_schema2_manifest_and_list() {
     .unwrap();
     let mdigest = client
         .put_manifest(
-            &r.with_digest(Digest::sha256_of(&manifest)),
+            &r.with_digest(Digest::of(&manifest)),
             DOCKER_MANIFEST_V2,
             &manifest,
         )
@@ -452,7 +449,10 @@ async fn missing_tag_repository_and_blob() {
     let missing = reg.reference("have/it:nope");
     let err = client.fetch_manifest(&missing).await.unwrap_err();
     assert!(matches!(err, Error::ManifestNotFound { .. }), "{err}");
-    assert_eq!(err.to_string(), format!("{} not found", missing));
+    assert_eq!(
+        err.to_string(),
+        format!("manifest for {missing} not found: the registry has no such tag or digest")
+    );
 
     let err = client
         .fetch_manifest(&reg.reference("never/pushed:1"))

@@ -13,8 +13,8 @@
 
 use regex::Regex;
 
-use super::glob;
 use super::Error;
+use lade_executor::glob;
 
 /// Parses `.dockerignore` text into patterns (exceptions keep their leading `!`).
 pub fn parse(text: &str) -> Vec<String> {

@@ -19,7 +19,6 @@
 //! is reused only if (dev, inode, size, mtime, ctime, mode) are unchanged and the file is not
 //! racy (see [`statcache`]); `select` only ever sees what `.dockerignore` lets through.
 
-mod glob;
 pub mod ignore;
 pub mod statcache;
 
@@ -29,6 +28,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use lade_executor::glob;
 use rayon::prelude::*;
 
 use crate::digest::{Digest, DigestBuilder};
