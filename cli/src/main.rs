@@ -30,8 +30,18 @@ fn main() -> ExitCode {
     // `lade __lade-sandbox-init` is the sandbox init (lade_runtime re-executes this binary for
     // every sandbox): it must run before anything else, in a single-threaded process.
     lade_runtime::maybe_run_init();
+    // `lade __purge-trash DIR`: deletes containers `run --rm` left in the trash (detached).
+    commands::maybe_purge_trash();
     output::quiet_broken_pipe_panics();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // `lade run` exits 125 on bad flags, as `docker run` does.
+        Err(e) if e.use_stderr() && subcommand_is_run() => {
+            let _ = e.print();
+            return ExitCode::from(125);
+        }
+        Err(e) => e.exit(),
+    };
     // A closed stdout ends the command quietly (see output.rs); the stack is unwound first so
     // temp files are cleaned up.
     match catch_unwind(AssertUnwindSafe(|| commands::run(cli.command, &cli.global))) {
@@ -46,4 +56,19 @@ fn main() -> ExitCode {
         }
         Err(panic) => resume_unwind(panic),
     }
+}
+
+/// Whether the command line's subcommand is `run` (skipping the global `--root DIR`).
+fn subcommand_is_run() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--root" => {
+                args.next();
+            }
+            a if a.starts_with("--root=") => {}
+            a => return a == "run",
+        }
+    }
+    false
 }

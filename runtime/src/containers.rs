@@ -5,10 +5,12 @@
 //!
 //! ```text
 //! <root>/<id>/state.json   ContainerState (written atomically: temp file + rename)
-//! <root>/<id>/lock         write-locked (OFD lock) by the lade process running the container
+//! <root>/<id>/lock         write-locked (OFD lock) by the lade process running the container;
+//!                          holds "PID MONITOR_PID" after `record_pids`
 //! <root>/<id>/upper/       the overlay upperdir: the container's changes (what commit takes)
 //! <root>/<id>/scratch/     the sandbox's scratch dir while it runs
-//! <root>/.names/<name>      symlink to the id: the name's atomic claim
+//! <root>/.names/<name>     symlink to the id (base64url): the name's atomic claim
+//! <root>/.trash/<id>/      a removed container, deleted whenever convenient
 //! ```
 //!
 //! A container whose state says running but whose lock nobody holds lost its lade process
@@ -73,12 +75,16 @@ pub struct Container {
 /// What a new container is made of.
 #[derive(Debug, Clone, Default)]
 pub struct NewContainer {
+    /// The id to use (from [`ContainerStore::new_id`]); `None`: a fresh one.
+    pub id: Option<String>,
     pub name: Option<String>,
     pub image: String,
     pub command: Vec<String>,
     pub lowerdirs: Vec<PathBuf>,
     pub meta: serde_json::Value,
 }
+
+const TRASH: &str = ".trash";
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -92,6 +98,71 @@ fn random_id() -> Result<String> {
         .and_then(|mut f| f.read_exact(&mut b))
         .map_err(Error::io("read /dev/urandom for a container id"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// A container id (64 hex digits) as base64url (43 characters): short enough for an ext4
+/// "fast" symlink, which keeps its target in the inode.
+fn encode_id(id: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes: Vec<u8> = (0..id.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    let mut out = String::with_capacity(44);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Inverse of [`encode_id`]; `None` for anything else.
+fn decode_id(text: &str) -> Option<String> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    if text.len() != 43 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(32);
+    for chunk in text.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            bytes.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    (bytes.len() == 32).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Creates (or opens) a container's lock file and takes its write lock.
+fn lock_new(path: &Path) -> Result<File> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    if !sys::lock_file(&f).map_err(Error::sys(format!("lock {}", path.display())))? {
+        return Err(Error::Container(format!(
+            "{} is locked by another lade process",
+            path.display()
+        )));
+    }
+    Ok(f)
 }
 
 fn valid_name(n: &str) -> bool {
@@ -110,12 +181,38 @@ impl ContainerStore {
         Ok(Self { root })
     }
 
+    /// The directory without creating it (for commands that only read or remove: a missing
+    /// directory lists nothing).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Creates a container directory with a fresh id (64 hex digits).
+    /// A fresh container id (64 hex digits), for callers that need it before
+    /// [`ContainerStore::create`] (to derive the hostname, say).
+    pub fn new_id() -> Result<String> {
+        random_id()
+    }
+
+    /// Creates a container directory (id from `new.id`, else a fresh one) and writes its state
+    /// (status `Created`).
     pub fn create(&self, new: NewContainer) -> Result<Container> {
+        let c = self.prepare(new)?;
+        c.save()?;
+        Ok(c)
+    }
+
+    /// Creates a container directory and locks it, without writing `state.json`: the
+    /// container stays out of [`ContainerStore::list`] until [`Container::set_starting`],
+    /// [`Container::set_running`] (or
+    /// [`Container::save_created`]) writes its state, which saves a write on the fast path of
+    /// `lade run`. Its name is claimed at once; the held lock tells other processes the claim
+    /// is alive. The caller must keep whatever the container needs (its image) alive by other
+    /// means until the state is written (`lade run` holds the store's lock).
+    pub fn prepare(&self, new: NewContainer) -> Result<Container> {
         if let Some(n) = &new.name {
             if !valid_name(n) {
                 return Err(Error::Container(format!(
@@ -123,13 +220,30 @@ impl ContainerStore {
                 )));
             }
         }
-        let id = random_id()?;
-        if let Some(n) = &new.name {
-            self.reserve_name(n, &id)?;
-        }
+        let id = match new.id {
+            Some(id) => {
+                if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(Error::Container(format!(
+                        "invalid container id `{id}`: 64 lowercase hex digits expected"
+                    )));
+                }
+                id
+            }
+            None => random_id()?,
+        };
         let dir = self.root.join(&id);
         std::fs::create_dir(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        let c = Container {
+        let undo = |e: Error| {
+            let _ = crate::sandbox::remove_tree(&dir);
+            e
+        };
+        // Locked before the name is claimed: a claim whose holder has neither a state file nor
+        // a held lock is one whose creator died.
+        let lock = lock_new(&dir.join("lock")).map_err(undo)?;
+        if let Some(n) = &new.name {
+            self.reserve_name(n, &id).map_err(undo)?;
+        }
+        Ok(Container {
             dir,
             state: ContainerState {
                 id,
@@ -141,30 +255,38 @@ impl ContainerStore {
                 lowerdirs: new.lowerdirs,
                 meta: new.meta,
             },
-            lock: None,
-        };
-        c.save()?;
-        Ok(c)
+            lock: Some(lock),
+        })
     }
 
-    /// Claims `name` for `id` atomically: `.names/NAME` is a symlink to the id, and creating a
+    /// Claims `name` for `id` atomically: `.names/NAME` is a symlink to the id (encoded short
+    /// enough to fit in the inode: no data block to allocate and discard), and creating a
     /// symlink fails when one exists, so two `lade run --name x` at once cannot both win. A
-    /// claim whose container directory is gone (a create that died) is taken over.
+    /// claim whose container is gone (no state file, no lock holder: a create that died) is
+    /// taken over.
     fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
         let names = self.root.join(".names");
-        std::fs::create_dir_all(&names)
-            .map_err(Error::io(format!("create {}", names.display())))?;
         let link = names.join(name);
-        for _ in 0..2 {
-            match std::os::unix::fs::symlink(id, &link) {
+        let target = encode_id(id);
+        for attempt in 0..3 {
+            match std::os::unix::fs::symlink(&target, &link) {
                 Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => {
+                    std::fs::create_dir_all(&names)
+                        .map_err(Error::io(format!("create {}", names.display())))?;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_link(&link).unwrap_or_default();
-                    if self.root.join(&holder).join("state.json").exists() {
-                        return Err(Error::Container(format!(
-                            "the container name `{name}` is already in use; remove that \
-                             container or pick another name"
-                        )));
+                    let holder = std::fs::read_link(&link)
+                        .ok()
+                        .and_then(|t| decode_id(&t.to_string_lossy()));
+                    if let Some(h) = holder {
+                        let dir = self.root.join(&h);
+                        if dir.join("state.json").exists() || held_by_someone(&dir)? {
+                            return Err(Error::Container(format!(
+                                "the container name `{name}` is already in use; remove that \
+                                 container or pick another name"
+                            )));
+                        }
                     }
                     let _ = std::fs::remove_file(&link);
                 }
@@ -174,6 +296,12 @@ impl ContainerStore {
         Err(Error::Container(format!(
             "the container name `{name}` is being claimed by another lade process"
         )))
+    }
+
+    /// The id a name claims, if any.
+    fn name_holder(&self, name: &str) -> Option<String> {
+        let t = std::fs::read_link(self.root.join(".names").join(name)).ok()?;
+        decode_id(&t.to_string_lossy())
     }
 
     /// Every container, oldest first, with the status corrected for dead lade processes.
@@ -237,12 +365,30 @@ impl ContainerStore {
     /// the exit. Errors when the container does not run.
     pub fn signal(&self, key: &str, signal: i32) -> Result<()> {
         let c = self.get(key)?;
-        let Status::Running { monitor_pid, pid } = c.state.status else {
+        let Status::Running {
+            mut monitor_pid,
+            mut pid,
+        } = c.state.status
+        else {
             return Err(Error::Container(format!(
                 "container {} is not running",
                 c.hostname()
             )));
         };
+        if pid == 0 {
+            // Marked running before its sandbox started: the pids are in the lock file.
+            let text = std::fs::read_to_string(c.dir.join("lock")).unwrap_or_default();
+            let mut it = text
+                .split_whitespace()
+                .map(|n| n.parse::<i32>().unwrap_or(0));
+            (pid, monitor_pid) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            if pid <= 0 || monitor_pid <= 0 {
+                return Err(Error::Container(format!(
+                    "container {} is still starting; try again",
+                    c.hostname()
+                )));
+            }
+        }
         if signal == libc::SIGKILL {
             let fd = match sys::pidfd_open(pid) {
                 Ok(fd) => fd,
@@ -278,17 +424,85 @@ impl ContainerStore {
         let c = self.get(key)?;
         if matches!(c.state.status, Status::Running { .. }) {
             return Err(Error::Container(format!(
-                "container {} is running; stop it first",
+                "container {} is running; stop it first (or use rm -f)",
                 &c.state.id[..12]
             )));
         }
-        crate::sandbox::remove_tree(&c.dir)
-            .map_err(Error::io(format!("remove {}", c.dir.display())))?;
-        if let Some(n) = &c.state.name {
-            let link = self.root.join(".names").join(n);
-            if std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == c.state.id.as_str()) {
-                let _ = std::fs::remove_file(&link);
+        let trash = self.discard(c)?;
+        crate::sandbox::remove_tree(&trash)
+            .map_err(Error::io(format!("remove {}", trash.display())))
+    }
+
+    /// `rm -f`: kills a running container (SIGKILL), waits until the lade process that ran it
+    /// has recorded the exit (its lock is free), then removes it.
+    pub fn remove_force(&self, key: &str) -> Result<()> {
+        let c = self.get(key)?;
+        if matches!(c.state.status, Status::Running { .. }) {
+            self.signal(c.id(), libc::SIGKILL)?;
+            let path = c.dir.join("lock");
+            match File::options().write(true).open(&path) {
+                Ok(f) => sys::wait_lock_file(&f)
+                    .map_err(Error::sys(format!("wait for the lock {}", path.display())))?,
+                // Its lade already removed it (`run --rm`).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(format!("open {}", path.display()))(e)),
             }
+            match self.get(c.id()) {
+                Ok(_) => {}
+                Err(Error::Container(_)) if !c.dir.exists() => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.remove(c.id())
+    }
+
+    /// Takes a finished container out of the store at the cost of one rename: its directory
+    /// moves to `.trash/` (gone from [`ContainerStore::list`] at once) and its name is freed.
+    /// Returns the moved directory, for the caller to delete now ([`crate::remove_tree`]) or
+    /// later ([`ContainerStore::purge_trash`]). A held lock (the running lade's own container)
+    /// stays held until `c` is dropped.
+    pub fn discard(&self, c: Container) -> Result<PathBuf> {
+        let trash = self.root.join(TRASH);
+        let dest = trash.join(&c.state.id);
+        let moved = match std::fs::rename(&c.dir, &dest) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !trash.exists() => {
+                std::fs::create_dir_all(&trash)
+                    .map_err(Error::io(format!("create {}", trash.display())))?;
+                std::fs::rename(&c.dir, &dest)
+            }
+            r => r,
+        };
+        moved.map_err(Error::io(format!(
+            "move {} to {}",
+            c.dir.display(),
+            dest.display()
+        )))?;
+        if let Some(n) = &c.state.name {
+            if self.name_holder(n).as_deref() == Some(c.state.id.as_str()) {
+                let _ = std::fs::remove_file(self.root.join(".names").join(n));
+            }
+        }
+        Ok(dest)
+    }
+
+    /// Whether `.trash/` holds anything (one `readdir` entry at most is read).
+    pub fn has_trash(&self) -> bool {
+        std::fs::read_dir(self.root.join(TRASH)).is_ok_and(|mut rd| rd.next().is_some())
+    }
+
+    /// Deletes everything in `.trash/` (containers [`ContainerStore::discard`]ed earlier).
+    /// Safe to run from several processes at once.
+    pub fn purge_trash(&self) -> Result<()> {
+        let trash = self.root.join(TRASH);
+        let rd = match std::fs::read_dir(&trash) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("read {}", trash.display()))(e)),
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            crate::sandbox::remove_tree(&p)
+                .map_err(Error::io(format!("remove {}", p.display())))?;
         }
         Ok(())
     }
@@ -356,6 +570,46 @@ impl Container {
         &self.state.id[..12]
     }
 
+    /// Writes the state as it is (`Created` for a container whose start failed).
+    pub fn save_created(&mut self) -> Result<()> {
+        self.state.status = Status::Created;
+        self.save()
+    }
+
+    /// Records the container as running *before* its sandbox starts (the one write of
+    /// `state.json` on `lade run`'s fast path), so that it is listed, and a GC root, before its
+    /// command can run or print anything. The pids follow in the lock file
+    /// ([`Container::record_pids`]); until then `signal` answers "still starting". Takes the
+    /// lock if [`ContainerStore::prepare`] did not.
+    pub fn set_starting(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            let path = self.dir.join("lock");
+            self.lock = Some(lock_new(&path).map_err(|_| {
+                Error::Container(format!("container {} is already running", self.hostname()))
+            })?);
+        }
+        self.state.status = Status::Running {
+            pid: 0,
+            monitor_pid: 0,
+        };
+        self.save()
+    }
+
+    /// Writes the sandbox's pids into the held lock file (after [`Container::set_starting`]):
+    /// a write to an open file, no second `state.json`.
+    pub fn record_pids(&mut self, sandbox: &Sandbox) -> Result<()> {
+        use std::io::Write;
+        let path = self.dir.join("lock");
+        let Some(f) = self.lock.as_mut() else {
+            return Err(Error::Container(format!(
+                "{} is not held by this process",
+                path.display()
+            )));
+        };
+        writeln!(f, "{} {}", sandbox.pid(), sandbox.monitor_pid())
+            .map_err(Error::io(format!("write {}", path.display())))
+    }
+
     fn save(&self) -> Result<()> {
         let tmp = self.dir.join("state.json.tmp");
         let body = serde_json::to_vec_pretty(&self.state)
@@ -365,23 +619,21 @@ impl Container {
             .map_err(Error::io(format!("rename {}", tmp.display())))
     }
 
+    /// Replaces the caller's metadata (e.g. after `commit` moved the upperdir into a layer).
+    pub fn set_meta(&mut self, meta: serde_json::Value) -> Result<()> {
+        self.state.meta = meta;
+        self.save()
+    }
+
     /// Records that `sandbox` runs this container; holds the lock until [`Container::set_exited`]
     /// or drop, so `ps` can tell a live container from one whose lade died.
     pub fn set_running(&mut self, sandbox: &Sandbox) -> Result<()> {
-        let path = self.dir.join("lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io(format!("open {}", path.display())))?;
-        if !sys::lock_file(&f).map_err(Error::sys(format!("lock {}", path.display())))? {
-            return Err(Error::Container(format!(
-                "container {} is already running",
-                self.hostname()
-            )));
+        if self.lock.is_none() {
+            let path = self.dir.join("lock");
+            self.lock = Some(lock_new(&path).map_err(|_| {
+                Error::Container(format!("container {} is already running", self.hostname()))
+            })?);
         }
-        self.lock = Some(f);
         self.state.status = Status::Running {
             pid: sandbox.pid(),
             monitor_pid: sandbox.monitor_pid(),
@@ -458,11 +710,60 @@ mod tests {
     }
 
     #[test]
+    fn ids_encode_short_and_back() {
+        let id = random_id().unwrap();
+        let e = encode_id(&id);
+        assert_eq!(e.len(), 43);
+        assert_eq!(decode_id(&e).as_deref(), Some(id.as_str()));
+        let zeros = "0".repeat(64);
+        assert_eq!(decode_id(&encode_id(&zeros)).unwrap(), zeros);
+        let ff = "f".repeat(64);
+        assert_eq!(decode_id(&encode_id(&ff)).unwrap(), ff);
+        assert_eq!(decode_id("short"), None);
+        assert_eq!(decode_id(&"*".repeat(43)), None);
+    }
+
+    #[test]
+    fn a_prepared_container_holds_its_name_until_its_creator_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(tmp.path()).unwrap();
+        let new = || NewContainer {
+            name: Some("n".into()),
+            ..NewContainer::default()
+        };
+        let c = store.prepare(new()).unwrap();
+        // Not listed yet, but the name is taken while its lock is held.
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.create(new()).is_err());
+        // Its creator died (lock released, no state): the claim is taken over.
+        drop(c);
+        store.create(new()).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn starting_containers_are_listed_running_and_not_yet_signalled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(tmp.path()).unwrap();
+        let mut c = store.prepare(NewContainer::default()).unwrap();
+        c.set_starting().unwrap();
+        assert!(matches!(
+            store.list().unwrap()[0].status,
+            Status::Running { .. }
+        ));
+        let err = store.signal(c.id(), libc::SIGTERM).unwrap_err().to_string();
+        assert!(err.contains("still starting"), "{err}");
+        c.save_created().unwrap();
+        assert_eq!(store.list().unwrap()[0].status, Status::Created);
+    }
+
+    #[test]
     fn running_without_a_lock_holder_reads_as_exited() {
         let tmp = tempfile::tempdir().unwrap();
         let store = ContainerStore::open(tmp.path()).unwrap();
         let mut c = store.create(NewContainer::default()).unwrap();
         // Simulate a lade that recorded "running" and died (lock released).
+        c.lock = None;
         c.state.status = Status::Running {
             pid: 1,
             monitor_pid: 1,

@@ -492,9 +492,19 @@ fn mini_init(
     envp: &[CString],
     tty: bool,
 ) -> Result<Infallible> {
+    // The command must not start before this process has dropped every fd above stdio (it
+    // would find them in /proc/1/fd): the child waits for the end of this pipe, which comes
+    // when the parent's `close_from(3)` closes the write end.
+    let (gate_r, gate_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create the init's gate pipe"))?;
+    let _ = nix::sys::prctl::set_name(c"lade-init");
     // SAFETY: still single-threaded.
     match unsafe { fork() }.map_err(Error::sys("fork the command under --init"))? {
         ForkResult::Child => {
+            drop(gate_w);
+            let mut b = [0u8; 1];
+            while let Err(Errno::EINTR) = nix::unistd::read(&gate_r, &mut b) {}
+            drop(gate_r);
             let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             if tty {
                 // Become the terminal's foreground group (SIGTTOU is blocked here).
@@ -510,9 +520,10 @@ fn mini_init(
         }
         ForkResult::Parent { child } => {
             // Our copies of the socket and exec pipe would hide the command's exec from the
-            // monitor; drop everything above stdio.
+            // monitor; drop everything above stdio (the gate pipe too, which lets the command
+            // start).
+            std::mem::forget((gate_r, gate_w));
             sys::close_from(3);
-            let _ = nix::sys::prctl::set_name(c"lade-init");
             let code = reap_loop(child);
             // SAFETY: plain process exit.
             unsafe { libc::_exit(code) }

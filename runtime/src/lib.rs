@@ -37,6 +37,6 @@ pub use sandbox::{
     remove_tree, ExitStatus, Finished, Runtime, Sandbox, Signaller, Stdio, StdioSet,
 };
 pub use spec::{
-    docker_env, BindMount, ConsoleSize, EtcFiles, NetworkMode, ProcessSpec, Rlimit, Rootfs,
-    SandboxSpec, UserNamespace,
+    docker_env, replace_or_append_env, BindMount, ConsoleSize, EtcFiles, NetworkMode, ProcessSpec,
+    Rlimit, Rootfs, SandboxSpec, UserNamespace,
 };

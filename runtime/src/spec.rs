@@ -290,32 +290,59 @@ pub struct Rlimit {
 /// `PATH` docker gives a container whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Adds docker's environment defaults to `env`: `PATH` when missing, `HOSTNAME`, and
-/// `TERM=xterm` with a tty. Later entries of `env` win over earlier ones, as in docker.
+/// The environment docker gives a container whose configured environment (image env merged
+/// with `-e`/`--env-file`, see docker's `merge`) is `env`: `PATH` (docker's default), `HOSTNAME`
+/// and, with a tty, `TERM=xterm` first, then `env` replacing or appending entry by entry
+/// (moby's `ReplaceOrAppendEnvValues`): a later `K=V` replaces an earlier `K` in place, and a
+/// bare `K` (no `=`) removes `K`. `HOME` is added later, from the user's passwd entry, when
+/// still missing.
 pub fn docker_env(env: &[String], hostname: &str, tty: bool) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(env.len() + 3);
-    let has = |out: &[String], key: &str| {
-        out.iter()
-            .any(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
-    };
-    // docker puts PATH and HOSTNAME first, then the image/user env, then TERM.
-    let mut user = Vec::new();
-    for e in env {
-        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-        user.retain(|x: &String| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
-        user.push(e.clone());
-    }
-    if !has(&user, "PATH") {
-        out.push(format!("PATH={DEFAULT_PATH}"));
-    }
-    if !has(&user, "HOSTNAME") {
-        out.push(format!("HOSTNAME={hostname}"));
-    }
-    out.extend(user);
-    if tty && !has(&out, "TERM") {
+    let mut out = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={hostname}"),
+    ];
+    if tty {
         out.push("TERM=xterm".into());
     }
-    out
+    replace_or_append_env(out, env)
+}
+
+/// moby's `ReplaceOrAppendEnvValues`: each of `overrides` replaces the entry of `defaults`
+/// with the same key in place or is appended; an override without `=` removes its key.
+pub fn replace_or_append_env(mut defaults: Vec<String>, overrides: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut index: std::collections::HashMap<String, usize> = defaults
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (key(e), i))
+        .collect();
+    let mut removed = vec![false; defaults.len()];
+    for o in overrides {
+        match o.split_once('=') {
+            None => {
+                if let Some(&i) = index.get(o.as_str()) {
+                    removed[i] = true;
+                }
+            }
+            Some((k, _)) => match index.get(k) {
+                Some(&i) => {
+                    defaults[i] = o.clone();
+                    removed[i] = false;
+                }
+                None => {
+                    index.insert(k.to_string(), defaults.len());
+                    defaults.push(o.clone());
+                    removed.push(false);
+                }
+            },
+        }
+    }
+    defaults
+        .into_iter()
+        .zip(removed)
+        .filter(|(_, r)| !r)
+        .map(|(e, _)| e)
+        .collect()
 }
 
 impl SandboxSpec {
@@ -505,12 +532,22 @@ mod tests {
             vec![
                 format!("PATH={DEFAULT_PATH}"),
                 "HOSTNAME=h".to_string(),
+                "TERM=xterm".to_string(),
                 "A=2".to_string(),
-                "TERM=xterm".to_string()
             ]
         );
-        let env = docker_env(&["PATH=/x".into()], "h", false);
-        assert_eq!(env, vec!["HOSTNAME=h".to_string(), "PATH=/x".to_string()]);
+        let env = docker_env(&["PATH=/x".into(), "TERM=dumb".into()], "h", false);
+        assert_eq!(env, ["PATH=/x", "HOSTNAME=h", "TERM=dumb"]);
+        // A bare key unsets, as `docker run -e KEY` does when KEY is not set on the host.
+        let env = docker_env(&["X=1".into(), "HOSTNAME".into(), "X".into()], "h", true);
+        assert_eq!(env, [format!("PATH={DEFAULT_PATH}"), "TERM=xterm".into()]);
+        // Removed then set again: back, at its first place.
+        let env = docker_env(
+            &["A=1".into(), "B=1".into(), "A".into(), "A=3".into()],
+            "h",
+            false,
+        );
+        assert_eq!(env[2..], ["A=3".to_string(), "B=1".to_string()]);
     }
 
     #[test]

@@ -707,6 +707,12 @@ pub(crate) fn lock_file(file: &std::fs::File) -> SysResult<bool> {
     }
 }
 
+/// Blocks until the write lock of [`lock_file`] is free, then takes it (released when `file`
+/// is closed). `file` must be open for writing.
+pub(crate) fn wait_lock_file(file: &std::fs::File) -> SysResult<()> {
+    ofd(file, libc::F_OFD_SETLKW).map(drop)
+}
+
 /// Whether someone else holds the write lock of [`lock_file`], asked without taking any lock
 /// (so asking never disturbs the holder or a concurrent locker).
 pub(crate) fn file_is_locked(file: &std::fs::File) -> SysResult<bool> {

@@ -335,7 +335,7 @@ fn shell_words(s: &str) -> Vec<String> {
     out
 }
 
-fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
+pub(super) fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
     let change = change.trim();
     let (ins, rest) = change
         .split_once(char::is_whitespace)
@@ -498,7 +498,7 @@ pub fn images(g: &Global, a: ImagesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<()> {
+pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) -> Result<()> {
     let mut w = [0usize; N];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -543,6 +543,9 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub struct RmiArgs {
+    /// Remove names even when containers use the image (the image itself is kept for them)
+    #[arg(short, long)]
+    force: bool,
     /// Images (names or IDs); an ID removes every name of that image
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<String>,
@@ -560,6 +563,37 @@ pub fn rmi(g: &Global, a: RmiArgs) -> Result<ExitCode> {
                     .map(|i| i.refs.contains_key(&r.to_string()))
                     .unwrap_or(false)
             });
+            let names = store.refs()?.refs.values().filter(|v| **v == id).count();
+            // docker: an image containers use keeps its last name unless forced, and is
+            // never deleted while they exist (forced, it stays as <none>).
+            let users = if as_ref.is_none() || names == 1 {
+                super::containers::users_of_image(&g.root(), &id)?
+            } else {
+                Vec::new()
+            };
+            if let Some(c) = users.first() {
+                let running = users
+                    .iter()
+                    .find(|c| matches!(c.status, lade_runtime::containers::Status::Running { .. }));
+                let cid = &c.id[..12];
+                match (&as_ref, a.force, running) {
+                    (None, _, Some(r)) => bail!(
+                        "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+                        id.short(),
+                        &r.id[..12]
+                    ),
+                    (None, false, None) => bail!(
+                        "conflict: unable to delete {} (must be forced) - image is being used by stopped container {cid}",
+                        id.short()
+                    ),
+                    (Some(r), false, _) => bail!(
+                        "conflict: unable to remove repository reference \"{}\" (must force) - container {cid} is using its referenced image {}",
+                        r.familiar(),
+                        id.short()
+                    ),
+                    _ => {}
+                }
+            }
             let removed = match as_ref {
                 Some(r) => {
                     store.untag(&r)?;
@@ -573,7 +607,15 @@ pub fn rmi(g: &Global, a: RmiArgs) -> Result<ExitCode> {
                     outln!("Untagged: {shown}")?;
                 }
             }
-            if !store.refs()?.refs.values().any(|v| *v == id) {
+            if !users.is_empty() {
+                store.keep_unnamed(&id)?;
+                eprintln!(
+                    "kept image {} as <none>: {} container(s) use it ({}); `lade rm` them first to delete it",
+                    id.short(),
+                    users.len(),
+                    users.iter().map(|c| &c.id[..12]).collect::<Vec<_>>().join(", ")
+                );
+            } else if !store.refs()?.refs.values().any(|v| *v == id) {
                 outln!("Deleted: {id}")?;
             }
             Ok(())
@@ -790,6 +832,15 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     let root = g.root();
     let store = Store::open_exclusive(&root)
         .with_context(|| format!("cannot lock the store at {} exclusively", root.display()))?;
+    // Containers keep their image and committed layers; `run --rm` containers whose lade was
+    // killed go first.
+    let containers = super::containers::container_store(&root)?;
+    if !a.dry_run {
+        super::containers::remove_dead_auto_remove(&containers)?;
+    }
+    let container_roots = super::containers::ContainerRoots {
+        containers: containers.list()?,
+    };
     if a.all {
         let n = if a.dry_run {
             store.cache_entries()?.len()
@@ -810,9 +861,9 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
         }
     }
     let r = if a.all && a.dry_run {
-        store.prune(&[], true)?
+        store.prune(&[&container_roots], true)?
     } else {
-        store.prune(&[&lade_cache::BuildCacheRoots], a.dry_run)?
+        store.prune(&[&lade_cache::BuildCacheRoots, &container_roots], a.dry_run)?
     };
     let verb = if a.dry_run { "Would remove" } else { "Removed" };
     outln!(

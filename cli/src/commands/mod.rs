@@ -4,7 +4,9 @@ mod login;
 mod registry_opts;
 
 mod build;
+mod containers;
 mod images;
+mod run;
 mod timefmt;
 mod transfer;
 
@@ -12,6 +14,8 @@ use std::path::PathBuf;
 mod debug;
 
 use std::process::ExitCode;
+
+pub use run::maybe_purge_trash;
 
 use clap::{Args, Subcommand};
 
@@ -64,6 +68,14 @@ pub enum Command {
     Inspect(images::InspectArgs),
     /// Show the history of an image
     History(images::HistoryArgs),
+    /// Run a command in a new container
+    Run(run::RunArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Remove containers and their changes
+    Rm(containers::RmArgs),
+    /// Create an image from a container's changes
+    Commit(containers::CommitArgs),
     /// Remove blobs, layers and snapshots no image references; report the space freed
     Prune(images::PruneArgs),
     /// Store maintenance
@@ -95,6 +107,10 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => images::inspect(global, a),
         Command::History(a) => images::history(global, a),
         Command::Prune(a) => images::prune(global, a),
+        Command::Run(a) => run::run(global, a),
+        Command::Ps(a) => containers::ps(global, a),
+        Command::Rm(a) => containers::rm(global, a),
+        Command::Commit(a) => containers::commit(global, a),
         Command::System(c) => images::system(global, c),
         Command::Debug(cmd) => debug::run(cmd),
     }

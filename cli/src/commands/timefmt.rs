@@ -117,6 +117,25 @@ pub fn since(created: Option<&str>) -> String {
     }
 }
 
+/// go-units' `HumanDuration` (what `docker ps` shows): "Less than a second", "About a
+/// minute", "3 hours", ...
+pub fn human_duration(secs: u64) -> String {
+    let hours = (secs + 1800) / 3600; // rounded, as go-units does
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
 /// Docker's human size: SI units, 3 significant digits ("1.98MB").
 pub fn human_size(n: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
@@ -160,6 +179,21 @@ mod tests {
             Some(1_700_000_000)
         );
         assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(61), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5 * 3600), "5 hours");
+        assert_eq!(human_duration(3 * 86400), "3 days");
+        assert_eq!(human_duration(21 * 86400), "3 weeks");
+        assert_eq!(human_duration(90 * 86400), "3 months");
+        assert_eq!(human_duration(800 * 86400), "2 years");
     }
 
     #[test]

@@ -10,5 +10,6 @@ mod diskfull;
 mod login;
 mod parse;
 mod registry;
+mod run;
 mod sandbox_init;
 mod store;
