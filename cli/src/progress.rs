@@ -81,6 +81,9 @@ impl Progress {
             })),
         };
         if mode == Mode::Tty {
+            // The live view is on screen from the start, as BuildKit's is: a build that ends
+            // before the first tick still redraws in place instead of printing a second frame.
+            p.lock().redraw(false);
             let weak = Arc::downgrade(&p.inner);
             std::thread::spawn(move || loop {
                 std::thread::sleep(Duration::from_millis(120));
