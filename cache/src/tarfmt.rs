@@ -118,55 +118,46 @@ pub struct TarDigests {
 pub fn write_tar<W: Write>(dir: &Path, opts: &TarOptions, out: W) -> Result<TarDigests> {
     let outer = HashingWriter::new(out);
     match opts.compression {
-        Compression::None => {
-            let mut w = BufWriter::with_capacity(1 << 20, HashingWriter::new(outer));
-            walk_into(dir, opts, &mut w)?;
-            let inner = w.into_inner().map_err(|e| io_err(dir, e.into_error()))?;
-            let (diff_id, size, mut outer) = inner.finish();
-            outer.flush().ctx("flush tar of", dir)?;
-            let (digest, csize, _) = outer.finish();
-            Ok(TarDigests {
-                diff_id,
-                size,
-                digest,
-                compressed_size: csize,
-            })
-        }
+        Compression::None => write_through(dir, opts, outer, Ok),
         Compression::Gzip => {
             let level = flate2::Compression::new(opts.level.unwrap_or(1).clamp(0, 9) as u32);
             let enc = flate2::write::GzEncoder::new(outer, level);
-            let mut w = BufWriter::with_capacity(1 << 20, HashingWriter::new(enc));
-            walk_into(dir, opts, &mut w)?;
-            let inner = w.into_inner().map_err(|e| io_err(dir, e.into_error()))?;
-            let (diff_id, size, enc) = inner.finish();
-            let mut outer = enc.finish().ctx("finish gzip stream of", dir)?;
-            outer.flush().ctx("flush tar of", dir)?;
-            let (digest, csize, _) = outer.finish();
-            Ok(TarDigests {
-                diff_id,
-                size,
-                digest,
-                compressed_size: csize,
+            write_through(dir, opts, enc, |enc| {
+                enc.finish().ctx("finish gzip stream of", dir)
             })
         }
         Compression::Zstd => {
             let enc = zstd::stream::write::Encoder::new(outer, opts.level.unwrap_or(3))
                 .ctx("start zstd stream of", dir)?;
-            let mut w = BufWriter::with_capacity(1 << 20, HashingWriter::new(enc));
-            walk_into(dir, opts, &mut w)?;
-            let inner = w.into_inner().map_err(|e| io_err(dir, e.into_error()))?;
-            let (diff_id, size, enc) = inner.finish();
-            let mut outer = enc.finish().ctx("finish zstd stream of", dir)?;
-            outer.flush().ctx("flush tar of", dir)?;
-            let (digest, csize, _) = outer.finish();
-            Ok(TarDigests {
-                diff_id,
-                size,
-                digest,
-                compressed_size: csize,
+            write_through(dir, opts, enc, |enc| {
+                enc.finish().ctx("finish zstd stream of", dir)
             })
         }
     }
+}
+
+/// Writes the tar of `dir` through `enc` (an encoder over the hashed output, or that output
+/// itself), hashing the uncompressed stream on the way in; `finish` ends the encoder's stream
+/// and hands back the hashed output.
+fn write_through<W: Write, E: Write>(
+    dir: &Path,
+    opts: &TarOptions,
+    enc: E,
+    finish: impl FnOnce(E) -> Result<HashingWriter<W>>,
+) -> Result<TarDigests> {
+    let mut w = BufWriter::with_capacity(1 << 20, HashingWriter::new(enc));
+    walk_into(dir, opts, &mut w)?;
+    let inner = w.into_inner().map_err(|e| io_err(dir, e.into_error()))?;
+    let (diff_id, size, enc) = inner.finish();
+    let mut outer = finish(enc)?;
+    outer.flush().ctx("flush tar of", dir)?;
+    let (digest, compressed_size, _) = outer.finish();
+    Ok(TarDigests {
+        diff_id,
+        size,
+        digest,
+        compressed_size,
+    })
 }
 
 fn io_err(p: &Path, e: io::Error) -> Error {
@@ -532,6 +523,17 @@ pub(crate) fn ustar(
 /// Writes a tar header for a regular file of `size` bytes named `name` (used by the archive
 /// writer of `lade save`, which streams blob files after it). Long names get a PAX record.
 pub(crate) fn file_header(name: &str, size: u64, mtime: i64) -> Vec<u8> {
+    standalone_header(name.as_bytes(), 0o644, size, mtime, b'0')
+}
+
+/// Directory header (name without trailing slash is fine; one is added).
+pub(crate) fn dir_header(name: &str, mtime: i64) -> Vec<u8> {
+    let n = format!("{}/", name.trim_end_matches('/'));
+    standalone_header(n.as_bytes(), 0o755, 0, mtime, b'5')
+}
+
+/// The header (with a PAX record when needed) of one root-owned entry, outside any walk.
+fn standalone_header(name: &[u8], mode: u32, size: u64, mtime: i64, kind: u8) -> Vec<u8> {
     let mut out = Vec::new();
     let mut w = Walker {
         root: Path::new(""),
@@ -542,39 +544,13 @@ pub(crate) fn file_header(name: &str, size: u64, mtime: i64) -> Vec<u8> {
     };
     // Writing into a Vec cannot fail.
     let _ = w.header(&Entry {
-        name: name.as_bytes(),
-        mode: 0o644,
+        name,
+        mode,
         uid: 0,
         gid: 0,
         size,
         mtime,
-        kind: b'0',
-        link: b"",
-        dev: (0, 0),
-        xattrs: Vec::new(),
-    });
-    out
-}
-
-/// Directory header (name without trailing slash is fine; one is added).
-pub(crate) fn dir_header(name: &str, mtime: i64) -> Vec<u8> {
-    let n = format!("{}/", name.trim_end_matches('/'));
-    let mut out = Vec::new();
-    let mut w = Walker {
-        root: Path::new(""),
-        opts: &TarOptions::default(),
-        out: &mut out,
-        links: HashMap::new(),
-        buf: Vec::new(),
-    };
-    let _ = w.header(&Entry {
-        name: n.as_bytes(),
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime,
-        kind: b'5',
+        kind,
         link: b"",
         dev: (0, 0),
         xattrs: Vec::new(),
