@@ -126,9 +126,9 @@ fn scan_layer<R: Read>(r: R, what: &str, max: u64) -> Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     {
         let mut a = tar::Archive::new(&mut counted);
-        let entries = a.entries().map_err(|e| bad_tar(what, e))?;
+        let entries = a.entries().map_err(|e| Error::bad_tar(what, e))?;
         for e in entries {
-            let mut e = e.map_err(|e| bad_tar(what, e))?;
+            let mut e = e.map_err(|e| Error::bad_tar(what, e))?;
             let name = e.path_bytes().into_owned();
             check_name(what, &name, &name)?;
             if e.header().entry_type() == tar::EntryType::Link {
@@ -151,7 +151,7 @@ fn scan_layer<R: Read>(r: R, what: &str, max: u64) -> Result<u64> {
             let size = e.header().entry_size().unwrap_or(0);
             let mut got = 0u64;
             loop {
-                let n = e.read(&mut buf).map_err(|e| bad_tar(what, e))?;
+                let n = e.read(&mut buf).map_err(|e| Error::bad_tar(what, e))?;
                 if n == 0 {
                     break;
                 }
@@ -165,7 +165,7 @@ fn scan_layer<R: Read>(r: R, what: &str, max: u64) -> Result<u64> {
             }
         }
     }
-    io::copy(&mut counted, &mut io::sink()).map_err(|e| bad_tar(what, e))?;
+    io::copy(&mut counted, &mut io::sink()).map_err(|e| Error::bad_tar(what, e))?;
     Ok(counted.n)
 }
 
@@ -180,18 +180,6 @@ impl<R: Read> Read for CountingReader<R> {
         self.n += n as u64;
         Ok(n)
     }
-}
-
-fn bad_tar(what: &str, e: io::Error) -> Error {
-    // A store error passed through the tar parser (too large, disk full) is the answer, not
-    // "invalid tar".
-    let e = match Error::take_embedded(e) {
-        Ok(err) => return err,
-        Err(e) => e,
-    };
-    Error::Format(format!(
-        "{what} is not a valid tar stream (truncated or corrupt?): {e}"
-    ))
 }
 
 /// Refuses names that climb above the root (`../x`, `a/../../x`), like docker's breakout check.
@@ -307,7 +295,7 @@ impl Store {
                 Compression::Gzip => {
                     let mut h = HashingReader::new(flate2::read::MultiGzDecoder::new(tee));
                     let size = scan_layer(&mut h, what, max)?;
-                    let (d, _, _) = h.finish().map_err(|e| bad_tar(what, e))?;
+                    let (d, _, _) = h.finish().map_err(|e| Error::bad_tar(what, e))?;
                     (Some(d), size)
                 }
                 Compression::Zstd => {
@@ -315,7 +303,7 @@ impl Store {
                         .ctx("start zstd decoder for", what.to_string())?;
                     let mut h = HashingReader::new(dec);
                     let size = scan_layer(&mut h, what, max)?;
-                    let (d, _, _) = h.finish().map_err(|e| bad_tar(what, e))?;
+                    let (d, _, _) = h.finish().map_err(|e| Error::bad_tar(what, e))?;
                     (Some(d), size)
                 }
             }
@@ -564,26 +552,16 @@ impl Store {
     /// to the layer's snapshot (no file data is copied). Returns the record; the snapshot is at
     /// [`Store::snapshot_path`]`(&record.diff_id)`. The upperdir is gone afterwards.
     pub fn commit_upperdir(&self, upper: &Path, opts: &TarOptions) -> Result<LayerRecord> {
-        let mut w = self.blob_writer()?;
         let topts = TarOptions {
             upperdir: true,
-            compression: Compression::None,
             ..*opts
         };
-        let d = write_tar(upper, &topts, &mut w)?;
-        let staged = w.finish(Some(&d.diff_id), Some(d.size))?;
-        let lb = LayerBlob {
-            digest: staged.digest.clone(),
-            size: staged.size,
-            compression: Compression::None,
-        };
-        staged.commit()?;
-        let rec = self.record_layer_blob(&d.diff_id, d.size, lb)?;
+        let (diff_id, rec) = self.add_uncompressed_layer(upper, &topts)?;
         if self.opts.fsync {
             let f = File::open(upper).ctx("open", upper)?;
             let _ = nix::unistd::syncfs(&f);
         }
-        self.publish_dir(upper.to_path_buf(), &self.snapshot_path(&d.diff_id))?;
+        self.publish_dir(upper.to_path_buf(), &self.snapshot_path(&diff_id))?;
         self.sync()?;
         Ok(rec)
     }
@@ -591,6 +569,16 @@ impl Store {
     /// Writes a directory as a new layer (the `lade import DIR` path): deterministic tar,
     /// uncompressed blob, record. No snapshot is made (see [`Store::ensure_snapshot`]).
     pub fn add_layer_from_dir(&self, dir: &Path, opts: &TarOptions) -> Result<LayerRecord> {
+        Ok(self.add_uncompressed_layer(dir, opts)?.1)
+    }
+
+    /// Writes the tar of `dir` (with `opts`, but uncompressed whatever they say) as a blob and
+    /// records it as a layer. Returns the diff ID of the tar written and the layer's record.
+    fn add_uncompressed_layer(
+        &self,
+        dir: &Path,
+        opts: &TarOptions,
+    ) -> Result<(Digest, LayerRecord)> {
         let mut w = self.blob_writer()?;
         let topts = TarOptions {
             compression: Compression::None,
@@ -604,7 +592,8 @@ impl Store {
             compression: Compression::None,
         };
         staged.commit()?;
-        self.record_layer_blob(&d.diff_id, d.size, lb)
+        let rec = self.record_layer_blob(&d.diff_id, d.size, lb)?;
+        Ok((d.diff_id, rec))
     }
 
     /// Total uncompressed size of layers (0 for unknown ones).
