@@ -139,11 +139,11 @@ fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     r.take(MAX_JSON_BYTES + 1)
         .read_to_end(&mut v)
-        .map_err(|e| match Error::take_embedded(e) {
-            Ok(err) => err,
-            Err(e) => Error::Format(format!(
-                "archive is truncated or corrupt while reading {name}: {e}"
-            )),
+        .map_err(|e| {
+            Error::embedded_or_format(
+                e,
+                format_args!("archive is truncated or corrupt while reading {name}"),
+            )
         })?;
     if v.len() as u64 > MAX_JSON_BYTES {
         return Err(Error::TooLarge {
@@ -155,13 +155,7 @@ fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
 }
 
 fn stream_err(e: io::Error) -> Error {
-    let e = match Error::take_embedded(e) {
-        Ok(err) => return err,
-        Err(e) => e,
-    };
-    Error::Format(format!(
-        "not a valid image archive (truncated or corrupt tar?): {e}"
-    ))
+    Error::embedded_or_format(e, "not a valid image archive (truncated or corrupt tar?)")
 }
 
 fn intake<'s, R: Read + Send>(store: &'s Store, input: R) -> Result<Intake<'s>> {

@@ -116,6 +116,24 @@ impl Error {
         Err(e)
     }
 
+    /// The error of a failed read of a stream: the store error the `io::Error` carries (too
+    /// large, disk full: not the input's fault) as is, else a format error `context: e`.
+    pub(crate) fn embedded_or_format(e: std::io::Error, context: impl std::fmt::Display) -> Error {
+        match Error::take_embedded(e) {
+            Ok(err) => err,
+            Err(e) => Error::Format(format!("{context}: {e}")),
+        }
+    }
+
+    /// The error of a failed read of the tar stream named `what` (see
+    /// [`Error::embedded_or_format`]).
+    pub(crate) fn bad_tar(what: &str, e: std::io::Error) -> Error {
+        Error::embedded_or_format(
+            e,
+            format_args!("{what} is not a valid tar stream (truncated or corrupt?)"),
+        )
+    }
+
     /// Wraps this error in an `io::Error` (to pass it through `Read`/`Write` code such as a tar
     /// parser or a decompressor); [`Error::io`] and [`Error::take_embedded`] take it out again.
     pub fn into_io(self) -> std::io::Error {

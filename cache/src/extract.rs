@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
@@ -105,9 +105,11 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         buf: vec![0u8; 256 * 1024],
         stats: ExtractStats::default(),
     };
-    let entries = archive.entries().map_err(|e| read_err(opts, e))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::bad_tar(&opts.what, e))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| read_err(opts, e))?;
+        let mut entry = entry.map_err(|e| Error::bad_tar(&opts.what, e))?;
         x.entry(&mut entry)?;
         x.stats.entries += 1;
     }
@@ -121,17 +123,6 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         }
     }
     Ok(x.stats)
-}
-
-fn read_err(opts: &ExtractOptions, e: io::Error) -> Error {
-    let e = match Error::take_embedded(e) {
-        Ok(err) => return err,
-        Err(e) => e,
-    };
-    Error::Format(format!(
-        "{} is not a valid tar stream (truncated or corrupt?): {e}",
-        opts.what
-    ))
 }
 
 struct Extractor<'a> {
@@ -433,7 +424,7 @@ impl Extractor<'_> {
                 loop {
                     let n = entry
                         .read(&mut self.buf)
-                        .map_err(|e| read_err(self.opts, e))?;
+                        .map_err(|e| Error::bad_tar(&self.opts.what, e))?;
                     if n == 0 {
                         break;
                     }
@@ -462,16 +453,7 @@ impl Extractor<'_> {
                 // The target is stored unchanged (absolute targets are legitimate in images);
                 // it is only ever followed through RESOLVE_IN_ROOT.
                 symlinkat(&target[..], &fd, &name[..]).sys("create symlink", &show(&path))?;
-                if self.opts.same_owner {
-                    fchownat(
-                        &fd,
-                        &name[..],
-                        Some(Uid::from_raw(meta.uid as u32)),
-                        Some(Gid::from_raw(meta.gid as u32)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .sys("chown", &show(&path))?;
-                }
+                self.chown_nofollow(&fd, &name, &meta, &path)?;
                 let t = TimeSpec::new(meta.mtime, 0);
                 let _ = utimensat(&fd, &name[..], &t, &t, UtimensatFlags::NoFollowSymlink);
                 self.cache = None;
@@ -487,21 +469,14 @@ impl Extractor<'_> {
                 }
                 let (tparent, tname) = split(&tpath);
                 let tname = tname.to_vec();
+                let not_here =
+                    || format!("hardlink target {:?} is not in this layer", show(&target));
                 let tfd = match self.resolve(&tparent, false) {
                     Ok(f) => f,
-                    Err(_) => {
-                        return Err(self.bad(
-                            &raw,
-                            format!("hardlink target {:?} is not in this layer", show(&target)),
-                        ))
-                    }
+                    Err(_) => return Err(self.bad(&raw, not_here())),
                 };
-                let st = fstatat(&tfd, &tname[..], AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|_| {
-                    self.bad(
-                        &raw,
-                        format!("hardlink target {:?} is not in this layer", show(&target)),
-                    )
-                })?;
+                let st = fstatat(&tfd, &tname[..], AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|_| self.bad(&raw, not_here()))?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
                     return Err(self.bad(&raw, "hardlink to a directory"));
                 }
@@ -523,16 +498,7 @@ impl Extractor<'_> {
                 };
                 mknodat(&fd, &name[..], k, Mode::from_bits_truncate(0o600), dev)
                     .sys("create device", &show(&path))?;
-                if self.opts.same_owner {
-                    fchownat(
-                        &fd,
-                        &name[..],
-                        Some(Uid::from_raw(meta.uid as u32)),
-                        Some(Gid::from_raw(meta.gid as u32)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .sys("chown", &show(&path))?;
-                }
+                self.chown_nofollow(&fd, &name, &meta, &path)?;
                 fchmodat(
                     &fd,
                     &name[..],
@@ -549,6 +515,22 @@ impl Extractor<'_> {
         }
         if self.opts.whiteouts == WhiteoutMode::Apply {
             self.created.insert(path);
+        }
+        Ok(())
+    }
+
+    /// With `same_owner`, gives `name` in `dirfd` the entry's owner without following a
+    /// symlink there.
+    fn chown_nofollow(&self, dirfd: &OwnedFd, name: &[u8], meta: &Meta, path: &[u8]) -> Result<()> {
+        if self.opts.same_owner {
+            fchownat(
+                dirfd,
+                name,
+                Some(Uid::from_raw(meta.uid as u32)),
+                Some(Gid::from_raw(meta.gid as u32)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .sys("chown", &show(path))?;
         }
         Ok(())
     }
