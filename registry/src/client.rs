@@ -839,6 +839,40 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url> {
     })
 }
 
+/// Runs `tasks` on the runtime, at most `limit` (at least one) at a time, and returns their
+/// outputs in input order. The first failure is returned and aborts the others (dropping the
+/// set); a panicking task panics here; `cancelled` is the error of a task cancelled otherwise.
+pub(crate) async fn run_bounded<T, F>(
+    limit: usize,
+    tasks: Vec<F>,
+    cancelled: impl FnOnce() -> Error,
+) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let count = tasks.len();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let permits = permits.clone();
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            task.await.map(|out| (i, out))
+        });
+    }
+    let mut done: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok((i, out))) => done[i] = Some(out),
+            Ok(Err(e)) => return Err(e),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(cancelled()),
+        }
+    }
+    Ok(done.into_iter().flatten().collect())
+}
+
 /// Reads docker's `certs.d` convention for `names` (`host:port` spellings of one registry).
 fn load_certs_d(
     dirs: &[PathBuf],

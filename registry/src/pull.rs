@@ -1,8 +1,6 @@
 //! Pull side: manifests by tag or digest, platform resolution, verified blob downloads with
 //! resume, and bounded-concurrency layer downloads.
 
-use std::sync::Arc;
-
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
 };
@@ -10,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Scope;
-use crate::client::{join, Client, ErrorContext, Req, ReqBody};
+use crate::client::{join, run_bounded, Client, ErrorContext, Req, ReqBody};
 use crate::error::{Error, Result};
 use crate::manifest::{
     Descriptor, ImageManifest, Manifest, ManifestKind, Platform, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE,
@@ -510,40 +508,28 @@ impl Client {
         jobs: Vec<(Descriptor, S)>,
         progress: &ProgressFn,
     ) -> Result<Vec<(Descriptor, S)>> {
-        let permits = Arc::new(tokio::sync::Semaphore::new(
-            self.config().max_concurrent_downloads.max(1),
-        ));
-        let mut set = tokio::task::JoinSet::new();
-        let count = jobs.len();
-        for (i, (desc, mut sink)) in jobs.into_iter().enumerate() {
-            let client = self.clone();
-            let repository = repository.clone();
-            let progress = progress.clone();
-            let permits = permits.clone();
-            set.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                client
-                    .fetch_blob(&repository, &desc, &mut sink, &progress)
-                    .await
-                    .map(|()| (i, desc, sink))
-            });
-        }
-        let mut done: Vec<Option<(Descriptor, S)>> = (0..count).map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(Ok((i, desc, sink))) => done[i] = Some((desc, sink)),
-                Ok(Err(e)) => return Err(e), // dropping `set` aborts the others
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => {
-                    return Err(Error::Protocol {
-                        registry: repository.registry().to_string(),
-                        operation: "download".into(),
-                        reason: "a download task was cancelled".into(),
-                    })
+        let tasks = jobs
+            .into_iter()
+            .map(|(desc, mut sink)| {
+                let client = self.clone();
+                let repository = repository.clone();
+                let progress = progress.clone();
+                async move {
+                    client
+                        .fetch_blob(&repository, &desc, &mut sink, &progress)
+                        .await
+                        .map(|()| (desc, sink))
                 }
+            })
+            .collect();
+        run_bounded(self.config().max_concurrent_downloads, tasks, || {
+            Error::Protocol {
+                registry: repository.registry().to_string(),
+                operation: "download".into(),
+                reason: "a download task was cancelled".into(),
             }
-        }
-        Ok(done.into_iter().flatten().collect())
+        })
+        .await
     }
 }
 

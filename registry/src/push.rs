@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode, Url};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::auth::Scope;
-use crate::client::{join, Client, ErrorContext, RegistryState, Req, ReqBody};
+use crate::client::{join, run_bounded, Client, ErrorContext, RegistryState, Req, ReqBody};
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest};
 use crate::progress::{BlobSource, Progress, ProgressFn};
@@ -207,40 +207,27 @@ impl Client {
         jobs: Vec<(Descriptor, BlobSource, Vec<String>)>,
         progress: &ProgressFn,
     ) -> Result<Vec<PushedBlob>> {
-        let permits = Arc::new(tokio::sync::Semaphore::new(
-            self.config().max_concurrent_uploads.max(1),
-        ));
-        let mut set = tokio::task::JoinSet::new();
-        let count = jobs.len();
-        for (i, (desc, source, mount_from)) in jobs.into_iter().enumerate() {
-            let client = self.clone();
-            let target = target.clone();
-            let progress = progress.clone();
-            let permits = permits.clone();
-            set.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                client
-                    .push_blob(&target, &desc, &source, &mount_from, &progress)
-                    .await
-                    .map(|r| (i, r))
-            });
-        }
-        let mut done: Vec<Option<PushedBlob>> = vec![None; count];
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(Ok((i, r))) => done[i] = Some(r),
-                Ok(Err(e)) => return Err(e),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => {
-                    return Err(Error::Protocol {
-                        registry: target.registry().to_string(),
-                        operation: "upload".into(),
-                        reason: "an upload task was cancelled".into(),
-                    })
+        let tasks = jobs
+            .into_iter()
+            .map(|(desc, source, mount_from)| {
+                let client = self.clone();
+                let target = target.clone();
+                let progress = progress.clone();
+                async move {
+                    client
+                        .push_blob(&target, &desc, &source, &mount_from, &progress)
+                        .await
                 }
+            })
+            .collect();
+        run_bounded(self.config().max_concurrent_uploads, tasks, || {
+            Error::Protocol {
+                registry: target.registry().to_string(),
+                operation: "upload".into(),
+                reason: "an upload task was cancelled".into(),
             }
-        }
-        Ok(done.into_iter().flatten().collect())
+        })
+        .await
     }
 
     /// Uploads a blob whose digest is not known in advance (e.g. a layer compressed on the
