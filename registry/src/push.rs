@@ -269,11 +269,7 @@ impl Client {
             }
             chunk
         });
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
+        let headers = octet_stream();
         let operation = format!("PATCH upload to {}", target.name());
         let scopes = [Scope::push(target.repository())];
         let resp = self
@@ -377,15 +373,7 @@ impl Client {
                 .error_from(&reg, resp, &operation, ErrorContext::Other)
                 .await);
         }
-        if let Some(h) = header_str(resp.headers(), "docker-content-digest") {
-            if h.starts_with("sha256:") && h != digest.as_str() {
-                return Err(Error::Protocol {
-                    registry: reg.name.clone(),
-                    operation,
-                    reason: format!("registry stored the manifest as {h}, expected {digest}"),
-                });
-            }
-        }
+        check_stored_digest(&reg, &resp, &operation, "manifest", &digest)?;
         Ok(digest)
     }
 
@@ -396,28 +384,11 @@ impl Client {
         digest: &Digest,
         from: &str,
     ) -> Result<Mount> {
-        let ep = self.endpoint(reg).await?;
-        let mut url = join(
-            &ep.base,
-            &format!("v2/{}/blobs/uploads/", target.repository()),
-        )?;
-        url.query_pairs_mut()
-            .append_pair("mount", digest.as_str())
-            .append_pair("from", from);
         let operation = format!("mount {digest} from {from} into {}", target.name());
         let scopes = [Scope::push(target.repository()), Scope::pull(from)];
-        let resp = self
-            .execute(
-                reg,
-                Req {
-                    method: Method::POST,
-                    url: url.clone(),
-                    headers: content_length_zero(),
-                    body: ReqBody::Empty,
-                    scopes: &scopes,
-                    operation: operation.clone(),
-                },
-            )
+        let query = [("mount", digest.as_str()), ("from", from)];
+        let (resp, url) = self
+            .post_uploads(reg, target, &query, &scopes, &operation)
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
@@ -431,13 +402,37 @@ impl Client {
     }
 
     async fn start_upload(&self, reg: &RegistryState, target: &Reference) -> Result<Url> {
+        let operation = format!("POST upload to {}", target.name());
+        let scopes = [Scope::push(target.repository())];
+        let (resp, url) = self
+            .post_uploads(reg, target, &[], &scopes, &operation)
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .error_from(reg, resp, &operation, ErrorContext::Other)
+                .await);
+        }
+        self.location(reg, &resp, &url, &operation)
+    }
+
+    /// `POST v2/<repository>/blobs/uploads/` (with `query`, if any) without a body: the start of
+    /// an upload or a mount. Returns the response and the URL posted to.
+    async fn post_uploads(
+        &self,
+        reg: &RegistryState,
+        target: &Reference,
+        query: &[(&str, &str)],
+        scopes: &[Scope],
+        operation: &str,
+    ) -> Result<(reqwest::Response, Url)> {
         let ep = self.endpoint(reg).await?;
-        let url = join(
+        let mut url = join(
             &ep.base,
             &format!("v2/{}/blobs/uploads/", target.repository()),
         )?;
-        let operation = format!("POST upload to {}", target.name());
-        let scopes = [Scope::push(target.repository())];
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let resp = self
             .execute(
                 reg,
@@ -446,17 +441,12 @@ impl Client {
                     url: url.clone(),
                     headers: content_length_zero(),
                     body: ReqBody::Empty,
-                    scopes: &scopes,
-                    operation: operation.clone(),
+                    scopes,
+                    operation: operation.to_string(),
                 },
             )
             .await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(self
-                .error_from(reg, resp, &operation, ErrorContext::Other)
-                .await);
-        }
-        self.location(reg, &resp, &url, &operation)
+        Ok((resp, url))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -490,11 +480,7 @@ impl Client {
         let mut offset = 0;
         while offset < desc.size {
             let end = (offset + chunk).min(desc.size);
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            let mut headers = octet_stream();
             headers.insert(CONTENT_LENGTH, HeaderValue::from(end - offset));
             if let Ok(v) = HeaderValue::from_str(&format!("{offset}-{}", end - 1)) {
                 headers.insert(CONTENT_RANGE, v);
@@ -546,11 +532,7 @@ impl Client {
         location
             .query_pairs_mut()
             .append_pair("digest", digest.as_str());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
+        let mut headers = octet_stream();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         let operation = format!("PUT blob {digest} to {}", target.name());
         let scopes = [Scope::push(target.repository())];
@@ -571,16 +553,7 @@ impl Client {
             let context = ErrorContext::Other;
             return Err(self.error_from(reg, resp, &operation, context).await);
         }
-        if let Some(h) = header_str(resp.headers(), "docker-content-digest") {
-            if h.starts_with("sha256:") && h != digest.as_str() {
-                return Err(Error::Protocol {
-                    registry: reg.name.clone(),
-                    operation,
-                    reason: format!("registry stored the blob as {h}, expected {digest}"),
-                });
-            }
-        }
-        Ok(())
+        check_stored_digest(reg, &resp, &operation, "blob", digest)
     }
 
     /// The `Location` of an upload session, resolved against the request URL.
@@ -619,6 +592,37 @@ enum Mount {
     Mounted,
     /// The registry did not mount but opened an ordinary upload session (202).
     Session(Url),
+}
+
+/// Headers of a request whose body is blob bytes.
+fn octet_stream() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h
+}
+
+/// Refuses a response whose `Docker-Content-Digest` (when it gives a sha256 one) is not the
+/// `digest` of the `what` (blob, manifest) just uploaded.
+fn check_stored_digest(
+    reg: &RegistryState,
+    resp: &reqwest::Response,
+    operation: &str,
+    what: &str,
+    digest: &Digest,
+) -> Result<()> {
+    if let Some(h) = header_str(resp.headers(), "docker-content-digest") {
+        if h.starts_with("sha256:") && h != digest.as_str() {
+            return Err(Error::Protocol {
+                registry: reg.name.clone(),
+                operation: operation.to_string(),
+                reason: format!("registry stored the {what} as {h}, expected {digest}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn content_length_zero() -> HeaderMap {
