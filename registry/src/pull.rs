@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Scope;
-use crate::client::{join, run_bounded, Client, ErrorContext, Req, ReqBody};
+use crate::client::{join, run_bounded, Client, ErrorContext, RegistryState, Req, ReqBody};
 use crate::error::{Error, Result};
 use crate::manifest::{
     Descriptor, ImageManifest, Manifest, ManifestKind, Platform, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE,
@@ -56,31 +56,9 @@ impl Client {
     /// header) and parsed with media-type checks.
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
         let reg = self.registry(reference.registry());
-        let ep = self.endpoint(&reg).await?;
-        let url = join(
-            &ep.base,
-            &format!(
-                "v2/{}/manifests/{}",
-                reference.repository(),
-                reference.manifest_reference()
-            ),
-        )?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let operation = format!("GET manifest {reference}");
-        let scopes = [Scope::pull(reference.repository())];
         let mut resp = self
-            .execute(
-                &reg,
-                Req {
-                    method: Method::GET,
-                    url,
-                    headers,
-                    body: ReqBody::Empty,
-                    scopes: &scopes,
-                    operation: operation.clone(),
-                },
-            )
+            .request_manifest(&reg, reference, Method::GET, &operation)
             .await?;
         if !resp.status().is_success() {
             return Err(self
@@ -159,31 +137,9 @@ impl Client {
     /// `None` when the tag or digest does not exist. Cheap way to see whether a tag moved.
     pub async fn head_manifest(&self, reference: &Reference) -> Result<Option<Descriptor>> {
         let reg = self.registry(reference.registry());
-        let ep = self.endpoint(&reg).await?;
-        let url = join(
-            &ep.base,
-            &format!(
-                "v2/{}/manifests/{}",
-                reference.repository(),
-                reference.manifest_reference()
-            ),
-        )?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let operation = format!("HEAD manifest {reference}");
-        let scopes = [Scope::pull(reference.repository())];
         let resp = self
-            .execute(
-                &reg,
-                Req {
-                    method: Method::HEAD,
-                    url,
-                    headers,
-                    body: ReqBody::Empty,
-                    scopes: &scopes,
-                    operation: operation.clone(),
-                },
-            )
+            .request_manifest(&reg, reference, Method::HEAD, &operation)
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -202,6 +158,41 @@ impl Client {
             // The registry does not say: fetch and hash.
             _ => Ok(Some(self.fetch_manifest(reference).await?.descriptor())),
         }
+    }
+
+    /// Sends `method` (`GET` or `HEAD`) for the manifest `reference` names, accepting every
+    /// supported manifest type, with pull scope. The status is the caller's to check.
+    async fn request_manifest(
+        &self,
+        reg: &RegistryState,
+        reference: &Reference,
+        method: Method,
+        operation: &str,
+    ) -> Result<reqwest::Response> {
+        let ep = self.endpoint(reg).await?;
+        let url = join(
+            &ep.base,
+            &format!(
+                "v2/{}/manifests/{}",
+                reference.repository(),
+                reference.manifest_reference()
+            ),
+        )?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let scopes = [Scope::pull(reference.repository())];
+        self.execute(
+            reg,
+            Req {
+                method,
+                url,
+                headers,
+                body: ReqBody::Empty,
+                scopes: &scopes,
+                operation: operation.to_string(),
+            },
+        )
+        .await
     }
 
     /// Resolves `reference` to one image manifest: follows an index to the entry for
@@ -350,43 +341,22 @@ impl Client {
                 )
                 .await?;
             let status = resp.status();
-            let restart = match status {
-                StatusCode::OK => offset > 0,
+            // Why the answer cannot continue what the sink holds (then it starts over).
+            let unusable = match status {
+                StatusCode::OK => None,
                 StatusCode::PARTIAL_CONTENT => {
                     let start = header_str(resp.headers(), CONTENT_RANGE.as_str())
                         .and_then(|r| content_range_start(&r));
                     if offset > 0 && start == Some(offset) {
                         resumed = true;
-                        false
+                        None
                     } else {
-                        // A range we did not ask for: start over.
-                        drop(resp);
-                        sink.reset().await.map_err(sink_err)?;
-                        hasher = Hasher::new();
-                        failures += 1;
-                        if failures >= max_attempts {
-                            return Err(Error::Protocol {
-                                registry: reg.name.clone(),
-                                operation,
-                                reason: "the registry answers ranges it was not asked for".into(),
-                            });
-                        }
-                        continue;
+                        // A range we did not ask for.
+                        Some("the registry answers ranges it was not asked for")
                     }
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE => {
-                    drop(resp);
-                    sink.reset().await.map_err(sink_err)?;
-                    hasher = Hasher::new();
-                    failures += 1;
-                    if failures >= max_attempts {
-                        return Err(Error::Protocol {
-                            registry: reg.name.clone(),
-                            operation,
-                            reason: "the registry refuses to resume the download".into(),
-                        });
-                    }
-                    continue;
+                    Some("the registry refuses to resume the download")
                 }
                 _ => {
                     let context = ErrorContext::Blob {
@@ -396,6 +366,22 @@ impl Client {
                     return Err(self.error_from(&reg, resp, &operation, context).await);
                 }
             };
+            if let Some(reason) = unusable {
+                drop(resp);
+                sink.reset().await.map_err(sink_err)?;
+                hasher = Hasher::new();
+                failures += 1;
+                if failures >= max_attempts {
+                    return Err(Error::Protocol {
+                        registry: reg.name.clone(),
+                        operation,
+                        reason: reason.into(),
+                    });
+                }
+                continue;
+            }
+            // A full answer to a request for a range: the sink's bytes are replaced.
+            let restart = status == StatusCode::OK && offset > 0;
             // The registry says how big its blob is: a different size is wrong content, not a
             // transfer problem to retry.
             let announced = match status {
