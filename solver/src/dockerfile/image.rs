@@ -17,48 +17,19 @@ pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 /// Docker's health-check settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Healthcheck {
-    #[serde(
-        rename = "Test",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub test: Vec<String>,
-    #[serde(
-        rename = "Interval",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "is_zero"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_zero")]
     pub interval: i64,
-    #[serde(
-        rename = "Timeout",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "is_zero"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_zero")]
     pub timeout: i64,
-    #[serde(
-        rename = "StartPeriod",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "is_zero"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_zero")]
     pub start_period: i64,
-    #[serde(
-        rename = "StartInterval",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "is_zero"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_zero")]
     pub start_interval: i64,
-    #[serde(
-        rename = "Retries",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "is_zero"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_zero")]
     pub retries: i64,
 }
 
@@ -82,80 +53,50 @@ fn is_false(v: &bool) -> bool {
 
 /// The `config` object of an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Config {
     #[serde(
-        rename = "User",
-        default,
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub user: String,
     #[serde(
-        rename = "ExposedPorts",
-        default,
         deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
-    #[serde(
-        rename = "Env",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
-    #[serde(
-        rename = "Entrypoint",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
-    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
     #[serde(
-        rename = "Volumes",
-        default,
         deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub volumes: BTreeMap<String, serde_json::Value>,
     #[serde(
-        rename = "WorkingDir",
-        default,
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
     #[serde(
-        rename = "Labels",
-        default,
         deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub labels: BTreeMap<String, String>,
     #[serde(
-        rename = "StopSignal",
-        default,
         deserialize_with = "nullable",
         skip_serializing_if = "String::is_empty"
     )]
     pub stop_signal: String,
-    #[serde(
-        rename = "Healthcheck",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
-    #[serde(
-        rename = "ArgsEscaped",
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_false")]
     pub args_escaped: bool,
-    #[serde(rename = "OnBuild", default)]
     pub on_build: Option<Vec<String>>,
-    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<Vec<String>>,
 }
 
@@ -414,6 +355,42 @@ mod tests {
         assert_eq!(c.env, ["A=3", "B=2"]);
         let j = serde_json::to_string(&c).unwrap();
         assert_eq!(j, r#"{"Env":["A=3","B=2"],"OnBuild":null}"#);
+    }
+
+    #[test]
+    fn config_keys_are_dockers() {
+        let c = Config {
+            user: "u".into(),
+            exposed_ports: [("80/tcp".to_string(), serde_json::json!({}))].into(),
+            env: vec!["A=1".into()],
+            entrypoint: Some(vec!["e".into()]),
+            cmd: Some(vec!["c".into()]),
+            volumes: [("/v".to_string(), serde_json::json!({}))].into(),
+            working_dir: "/w".into(),
+            labels: [("l".to_string(), "v".to_string())].into(),
+            stop_signal: "SIGTERM".into(),
+            healthcheck: Some(Healthcheck {
+                test: vec!["CMD".into()],
+                interval: 1,
+                timeout: 2,
+                start_period: 3,
+                start_interval: 4,
+                retries: 5,
+            }),
+            args_escaped: true,
+            on_build: None,
+            shell: Some(vec!["sh".into()]),
+        };
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            j,
+            r#"{"User":"u","ExposedPorts":{"80/tcp":{}},"Env":["A=1"],"Entrypoint":["e"],"Cmd":["c"],"Volumes":{"/v":{}},"WorkingDir":"/w","Labels":{"l":"v"},"StopSignal":"SIGTERM","Healthcheck":{"Test":["CMD"],"Interval":1,"Timeout":2,"StartPeriod":3,"StartInterval":4,"Retries":5},"ArgsEscaped":true,"OnBuild":null,"Shell":["sh"]}"#
+        );
+        assert_eq!(serde_json::from_str::<Config>(&j).unwrap(), c);
+        assert_eq!(
+            serde_json::from_str::<Config>("{}").unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
