@@ -34,6 +34,18 @@ pub struct StepValue {
     pub created: Option<String>,
 }
 
+impl StepValue {
+    /// This filesystem with `diff_id` on top, a layer made now.
+    pub(crate) fn with_new_layer(&self, diff_id: lade_cache::Digest) -> StepValue {
+        let mut layers = self.layers.to_vec();
+        layers.push(diff_id);
+        StepValue {
+            layers: Arc::new(layers),
+            created: Some(image::now_rfc3339()),
+        }
+    }
+}
+
 /// A problem with the Dockerfile found while lowering, at a place in the source text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

@@ -12,7 +12,6 @@ use crate::schedule::{
     BoxError, BoxFuture, Cache, CacheKey, DigestContext, KeyGuard, Op, RunContext,
 };
 
-use super::image::now_rfc3339;
 use super::StepValue;
 
 /// Runs blocking work on tokio's blocking pool and flattens the join error.
@@ -303,12 +302,7 @@ impl Op<StepValue> for CopyVertexOp {
             if let Ok(mut d) = self.downloads.lock() {
                 d.clear();
             }
-            let mut layers = parent.layers.to_vec();
-            layers.push(rec.diff_id);
-            Ok(StepValue {
-                layers: Arc::new(layers),
-                created: Some(now_rfc3339()),
-            })
+            Ok(parent.with_new_layer(rec.diff_id))
         })
     }
 }

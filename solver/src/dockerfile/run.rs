@@ -8,8 +8,6 @@ use lade_executor::run::{run, HostMount, LogFn, RunSpec};
 
 use crate::schedule::{BoxError, BoxFuture, Op, RunContext, Stream};
 
-use super::image::now_rfc3339;
-
 use super::StepValue;
 
 /// The network a RUN step gets.
@@ -164,20 +162,15 @@ impl RunVertexOp {
                     locked,
                 } => {
                     let key = crate::digest::Digest::of(id.as_bytes()).to_hex();
-                    let dir = self.store.root().join("cachemounts").join(&key);
+                    let mounts_dir = self.store.root().join("cachemounts");
+                    let dir = mounts_dir.join(&key);
                     if !dir.is_dir() {
                         std::fs::create_dir_all(&dir)?;
-                        use std::os::unix::fs::PermissionsExt;
-                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))?;
-                        std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))?;
+                        set_mode_and_owner(&dir, *mode, *uid, *gid)?;
                     }
                     if *locked {
                         locks.push(lade_cache::lock::lock(
-                            &self
-                                .store
-                                .root()
-                                .join("cachemounts")
-                                .join(format!("{key}.lock")),
+                            &mounts_dir.join(format!("{key}.lock")),
                             lade_cache::lock::LockKind::Exclusive,
                             true,
                             self.store.root(),
@@ -213,9 +206,7 @@ impl RunVertexOp {
                     let dir = self.store.temp_dir("secret-")?.keep();
                     let file = dir.join("secret");
                     std::fs::write(&file, content.as_slice())?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
-                    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))?;
+                    set_mode_and_owner(&file, *mode, *uid, *gid)?;
                     out.push(HostMount {
                         source: file,
                         destination: target.clone(),
@@ -336,14 +327,21 @@ impl Op<StepValue> for RunVertexOp {
                 }
             }
             let rec = rec?;
-            let mut layers = parent.layers.to_vec();
-            layers.push(rec.diff_id);
-            Ok(StepValue {
-                layers: Arc::new(layers),
-                created: Some(now_rfc3339()),
-            })
+            Ok(parent.with_new_layer(rec.diff_id))
         })
     }
+}
+
+/// Gives a mount source the mode and owner its `--mount` option asks for.
+fn set_mode_and_owner(
+    path: &std::path::Path,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
 
 fn lade_runtime_remove(p: &std::path::Path) -> std::io::Result<()> {
