@@ -89,28 +89,9 @@ pub fn join(base: &str, rel: &str) -> String {
     clean(&format!("{base}/{rel}"))
 }
 
-/// Lexically cleans an in-root path: always absolute, no `.`, `..` or empty components.
-pub fn clean(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut out = String::with_capacity(p.len() + 1);
-    for c in parts {
-        out.push('/');
-        out.push_str(c);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
+/// Lexically cleans an in-root path: always absolute, no `.`, `..` or empty components (the
+/// sandbox's own cleaning, so both agree on what a path names).
+pub use lade_runtime::spec::clean_path as clean;
 
 /// Splits a cleaned in-root path into parent and last component (`/` has none).
 pub fn split(p: &str) -> Option<(&str, &str)> {

@@ -474,9 +474,9 @@ fn valid_hostname(h: &str) -> bool {
         && !h.starts_with('-')
 }
 
-/// Lexically normalises an absolute in-sandbox path: removes `.`, empty components and `..`
-/// (never above `/`). Symlinks are resolved later, inside the rootfs, by the kernel.
-pub(crate) fn clean_path(p: &str) -> String {
+/// Lexically normalises an in-sandbox path: always absolute, no `.`, `..` (never above `/`) or
+/// empty components. Symlinks are resolved later, inside the rootfs, by the kernel.
+pub fn clean_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {
