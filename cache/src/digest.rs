@@ -91,7 +91,8 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (two characters a byte), the spelling of every digest.
+pub fn hex(bytes: &[u8]) -> String {
     const H: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

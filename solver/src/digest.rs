@@ -25,12 +25,7 @@ impl Digest {
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        s
+        lade_cache::digest::hex(&self.0)
     }
 
     /// Parses 64 hex characters (either case); `None` otherwise.
@@ -48,8 +43,6 @@ impl Digest {
         Some(Digest(out))
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl From<blake3::Hash> for Digest {
     fn from(h: blake3::Hash) -> Self {
