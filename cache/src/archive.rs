@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use crate::digest::{Digest, LimitedReader};
+use crate::digest::{read_at_most, Digest, LimitedReader};
 use crate::error::{Error, IoContext, Result};
 use crate::images::{media, parse_config, Image};
 use crate::layers::StagedLayer;
@@ -136,22 +136,17 @@ fn promised(name: &str) -> Option<Digest> {
 }
 
 fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.take(MAX_JSON_BYTES + 1)
-        .read_to_end(&mut v)
+    read_at_most(r, MAX_JSON_BYTES)
         .map_err(|e| {
             Error::embedded_or_format(
                 e,
                 format_args!("archive is truncated or corrupt while reading {name}"),
             )
-        })?;
-    if v.len() as u64 > MAX_JSON_BYTES {
-        return Err(Error::TooLarge {
+        })?
+        .ok_or_else(|| Error::TooLarge {
             what: format!("JSON document {name} in the archive"),
             limit: MAX_JSON_BYTES,
-        });
-    }
-    Ok(v)
+        })
 }
 
 fn stream_err(e: io::Error) -> Error {

@@ -1,4 +1,4 @@
-//! sha256 digests and hashing readers/writers.
+//! sha256 digests, hashing readers/writers and size-limited reads.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -237,9 +237,24 @@ impl<R: Read> Read for LimitedReader<R> {
     }
 }
 
+/// Reads all of `r` if it holds at most `limit` bytes; `Ok(None)` if it holds more (then only
+/// `limit + 1` bytes were read). For small documents (JSON) of untrusted size.
+pub fn read_at_most<R: Read>(r: R, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut v = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut v)?;
+    Ok((v.len() as u64 <= limit).then_some(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_at_most_takes_up_to_the_limit() {
+        assert_eq!(read_at_most(&b"abc"[..], 3).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_at_most(&b"abcd"[..], 3).unwrap(), None);
+        assert_eq!(read_at_most(&b""[..], 0).unwrap(), Some(Vec::new()));
+    }
 
     #[test]
     fn digest_of_empty() {

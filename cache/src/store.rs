@@ -20,7 +20,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{read_at_most, Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::{lock, LockGuard, LockKind};
 
@@ -215,17 +215,12 @@ impl Store {
     /// Reads a small blob (JSON) into memory, refusing more than `limit` bytes.
     pub fn read_blob(&self, d: &Digest, limit: u64) -> Result<Vec<u8>> {
         let f = self.open_blob(d)?;
-        let mut v = Vec::new();
-        f.take(limit + 1)
-            .read_to_end(&mut v)
-            .ctx("read blob", self.blob_path(d))?;
-        if v.len() as u64 > limit {
-            return Err(Error::TooLarge {
+        read_at_most(f, limit)
+            .ctx("read blob", self.blob_path(d))?
+            .ok_or_else(|| Error::TooLarge {
                 what: format!("blob {d}"),
                 limit,
-            });
-        }
-        Ok(v)
+            })
     }
 
     /// A writer for a new blob; see [`BlobWriter`].

@@ -268,22 +268,17 @@ impl ConfigFile {
 }
 
 fn read_limited(path: &Path) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let mut buf = Vec::new();
-    file.take(MAX_CONFIG_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    if buf.len() as u64 > MAX_CONFIG_FILE {
-        return Err(Error::Config {
+    let buf = lade_cache::digest::read_at_most(file, MAX_CONFIG_FILE)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .ok_or_else(|| Error::Config {
             path: path.to_path_buf(),
             reason: format!("larger than {MAX_CONFIG_FILE} bytes"),
-        });
-    }
+        })?;
     Ok(Some(buf))
 }
 
