@@ -394,6 +394,12 @@ impl Ctx<'_> {
         self.errors.push(Diagnostic::new(span, msg));
     }
 
+    /// An error about the arguments as a whole (at [`Ctx::args_span`]).
+    fn err_args(&mut self, msg: impl Into<String>) {
+        let span = self.args_span();
+        self.err(span, msg);
+    }
+
     /// Span of all arguments, or the keyword when there are none.
     fn args_span(&self) -> Span {
         let a = &self.node.args;
@@ -414,11 +420,9 @@ impl Ctx<'_> {
             [one] => Some(one.clone()),
             _ => {
                 let name = self.name.clone();
-                let span = self.args_span();
-                self.err(
-                    span,
-                    format!("{name} requires exactly one argument: expected {name} <{what}>"),
-                );
+                self.err_args(format!(
+                    "{name} requires exactly one argument: expected {name} <{what}>"
+                ));
                 None
             }
         }
@@ -426,20 +430,22 @@ impl Ctx<'_> {
 
     fn command_line(&self) -> CommandLine {
         let node = self.node;
-        if node.json {
-            return CommandLine::Exec(node.args.clone());
-        }
-        match node.args.as_slice() {
-            [] => CommandLine::Shell(Spanned::new(
-                String::new(),
-                Span::empty(node.keyword.span.end),
-            )),
-            [one] => CommandLine::Shell(one.clone()),
-            many => {
-                let span = self.args_span();
-                let text: Vec<&str> = many.iter().map(|a| a.value.as_str()).collect();
-                CommandLine::Shell(Spanned::new(text.join(" "), span))
-            }
+        command_of(node.json, &node.args, node.keyword.span.end)
+    }
+}
+
+/// The command written as `args`: the exec form when they are JSON, else one shell string (the
+/// words joined by spaces, spanning them all; empty at `empty_at` when there are none).
+fn command_of(json: bool, args: &[Word], empty_at: usize) -> CommandLine {
+    if json {
+        return CommandLine::Exec(args.to_vec());
+    }
+    match args {
+        [] => CommandLine::Shell(Spanned::new(String::new(), Span::empty(empty_at))),
+        [one] => CommandLine::Shell(one.clone()),
+        [first, .., last] => {
+            let text: Vec<&str> = args.iter().map(|a| a.value.as_str()).collect();
+            CommandLine::Shell(Spanned::new(text.join(" "), first.span.cover(last.span)))
         }
     }
 }
@@ -493,13 +499,11 @@ fn convert(cx: &mut Ctx<'_>) -> Option<Instruction> {
         "shell" => {
             cx.flags(NO_FLAGS);
             if !node.json {
-                let span = cx.args_span();
-                cx.err(span, "SHELL requires the arguments to be in JSON form: expected SHELL [\"executable\", \"parameters\"]");
+                cx.err_args("SHELL requires the arguments to be in JSON form: expected SHELL [\"executable\", \"parameters\"]");
                 return None;
             }
             if node.args.is_empty() {
-                let span = cx.args_span();
-                cx.err(span, "SHELL requires at least one argument: expected SHELL [\"executable\", \"parameters\"]");
+                cx.err_args("SHELL requires at least one argument: expected SHELL [\"executable\", \"parameters\"]");
                 return None;
             }
             Some(Instruction::Shell(Shell {
@@ -526,9 +530,7 @@ fn convert(cx: &mut Ctx<'_>) -> Option<Instruction> {
         "expose" => {
             cx.flags(NO_FLAGS);
             if node.args.is_empty() {
-                let span = cx.args_span();
-                cx.err(
-                    span,
+                cx.err_args(
                     "EXPOSE requires at least one argument: expected EXPOSE <port>[/<protocol>]...",
                 );
                 return None;
@@ -586,10 +588,7 @@ fn from(cx: &mut Ctx<'_>) -> Option<From> {
             Some(Spanned::new(lower, name.span))
         }
         _ => {
-            let span = cx.args_span();
-            cx.err(
-                span,
-                "FROM requires either one or three arguments: expected FROM [--platform=<platform>] <image> [AS <name>]",
+            cx.err_args("FROM requires either one or three arguments: expected FROM [--platform=<platform>] <image> [AS <name>]",
             );
             return None;
         }
@@ -672,18 +671,15 @@ fn key_values(cx: &mut Ctx<'_>) -> Option<Vec<KeyValue>> {
     let node = cx.node;
     let name = cx.name.clone();
     if node.args.is_empty() {
-        let span = cx.args_span();
-        cx.err(
-            span,
-            format!("{name} requires at least one argument: expected {name} <name>=<value> ..."),
-        );
+        cx.err_args(format!(
+            "{name} requires at least one argument: expected {name} <name>=<value> ..."
+        ));
         return None;
     }
     let mut out = Vec::new();
     for t in node.args.chunks(3) {
         let [k, v, sep] = t else {
-            let span = cx.args_span();
-            cx.err(span, format!("bad input to {name}, too many arguments"));
+            cx.err_args(format!("bad input to {name}, too many arguments"));
             return None;
         };
         if k.value.is_empty() {
@@ -706,11 +702,7 @@ fn arg(cx: &mut Ctx<'_>) -> Option<Arg> {
     cx.flags(NO_FLAGS);
     let node = cx.node;
     if node.args.is_empty() {
-        let span = cx.args_span();
-        cx.err(
-            span,
-            "ARG requires at least one argument: expected ARG <name>[=<default value>]",
-        );
+        cx.err_args("ARG requires at least one argument: expected ARG <name>[=<default value>]");
         return None;
     }
     let mut args = Vec::new();
@@ -746,10 +738,7 @@ fn sources_and_dest(cx: &mut Ctx<'_>) -> Option<(Vec<Source>, Word)> {
     let node = cx.node;
     let name = cx.name.clone();
     if node.args.len() < 2 {
-        let span = cx.args_span();
-        cx.err(
-            span,
-            format!("{name} requires at least two arguments, but only {} provided: expected {name} <src>... <dest>",
+        cx.err_args(format!("{name} requires at least two arguments, but only {} provided: expected {name} <src>... <dest>",
                 if node.args.is_empty() { "none was".to_string() } else { "one was".to_string() }),
         );
         return None;
@@ -844,10 +833,7 @@ fn volume(cx: &mut Ctx<'_>) -> Option<Volume> {
     cx.flags(NO_FLAGS);
     let node = cx.node;
     if node.args.is_empty() {
-        let span = cx.args_span();
-        cx.err(
-            span,
-            "VOLUME requires at least one argument: expected VOLUME <path>... or VOLUME [\"<path>\", ...]",
+        cx.err_args("VOLUME requires at least one argument: expected VOLUME <path>... or VOLUME [\"<path>\", ...]",
         );
         return None;
     }
@@ -899,10 +885,7 @@ fn duration_flag(cx: &mut Ctx<'_>, flags: &Flags, name: &str) -> Option<Duration
 fn healthcheck(cx: &mut Ctx<'_>) -> Option<Healthcheck> {
     let node = cx.node;
     let Some(typ) = node.args.first() else {
-        let span = cx.args_span();
-        cx.err(
-            span,
-            "HEALTHCHECK requires at least one argument: expected HEALTHCHECK NONE or HEALTHCHECK [options] CMD <command>",
+        cx.err_args("HEALTHCHECK requires at least one argument: expected HEALTHCHECK NONE or HEALTHCHECK [options] CMD <command>",
         );
         return None;
     };
@@ -950,15 +933,7 @@ fn healthcheck(cx: &mut Ctx<'_>) -> Option<Healthcheck> {
         );
         return None;
     }
-    let command = if node.json {
-        CommandLine::Exec(rest.to_vec())
-    } else {
-        let text: Vec<&str> = rest.iter().map(|a| a.value.as_str()).collect();
-        CommandLine::Shell(Spanned::new(
-            text.join(" "),
-            rest[0].span.cover(rest[rest.len() - 1].span),
-        ))
-    };
+    let command = command_of(node.json, rest, typ.span.end);
     let interval = duration_flag(cx, &flags, "interval");
     let timeout = duration_flag(cx, &flags, "timeout");
     let start_period = duration_flag(cx, &flags, "start-period");
@@ -1001,11 +976,7 @@ fn onbuild(cx: &mut Ctx<'_>) -> Option<Onbuild> {
     cx.flags(NO_FLAGS);
     let node = cx.node;
     let Some(child) = node.child.as_deref() else {
-        let span = cx.args_span();
-        cx.err(
-            span,
-            "ONBUILD requires at least one argument: expected ONBUILD <instruction>",
-        );
+        cx.err_args("ONBUILD requires at least one argument: expected ONBUILD <instruction>");
         return None;
     };
     let trigger = child.keyword.value.to_uppercase();
