@@ -582,12 +582,7 @@ impl Container {
     /// ([`Container::record_pids`]); until then `signal` answers "still starting". Takes the
     /// lock if [`ContainerStore::prepare`] did not.
     pub fn set_starting(&mut self) -> Result<()> {
-        if self.lock.is_none() {
-            let path = self.dir.join("lock");
-            self.lock = Some(lock_new(&path).map_err(|_| {
-                Error::Container(format!("container {} is already running", self.hostname()))
-            })?);
-        }
+        self.take_lock()?;
         self.state.status = Status::Running {
             pid: 0,
             monitor_pid: 0,
@@ -610,6 +605,17 @@ impl Container {
             .map_err(Error::io(format!("write {}", path.display())))
     }
 
+    /// Takes the container's lock unless this process holds it already.
+    fn take_lock(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            let path = self.dir.join("lock");
+            self.lock = Some(lock_new(&path).map_err(|_| {
+                Error::Container(format!("container {} is already running", self.hostname()))
+            })?);
+        }
+        Ok(())
+    }
+
     fn save(&self) -> Result<()> {
         let tmp = self.dir.join("state.json.tmp");
         let body = serde_json::to_vec_pretty(&self.state)
@@ -628,12 +634,7 @@ impl Container {
     /// Records that `sandbox` runs this container; holds the lock until [`Container::set_exited`]
     /// or drop, so `ps` can tell a live container from one whose lade died.
     pub fn set_running(&mut self, sandbox: &Sandbox) -> Result<()> {
-        if self.lock.is_none() {
-            let path = self.dir.join("lock");
-            self.lock = Some(lock_new(&path).map_err(|_| {
-                Error::Container(format!("container {} is already running", self.hostname()))
-            })?);
-        }
+        self.take_lock()?;
         self.state.status = Status::Running {
             pid: sandbox.pid(),
             monitor_pid: sandbox.monitor_pid(),

@@ -38,16 +38,21 @@ fn parse_id(s: &str) -> Option<u32> {
     s.parse::<u32>().ok().filter(|n| *n <= i32::MAX as u32)
 }
 
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    text.lines().filter_map(|line| {
+/// The `:`-separated fields of each line of `text` (an `/etc/passwd` or `/etc/group`) that has
+/// at least `min` of them; blank and `#` lines are skipped.
+fn records(text: &str, min: usize) -> impl Iterator<Item = Vec<&str>> {
+    text.lines().filter_map(move |line| {
         let line = line.trim_end_matches('\r');
         if line.is_empty() || line.starts_with('#') {
             return None;
         }
         let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 4 {
-            return None;
-        }
+        (f.len() >= min).then_some(f)
+    })
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    records(text, 4).filter_map(|f| {
         Some(PasswdEntry {
             name: f[0],
             uid: parse_id(f[2])?,
@@ -58,15 +63,7 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
 }
 
 fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 3 {
-            return None;
-        }
+    records(text, 3).filter_map(|f| {
         Some(GroupEntry {
             name: f[0],
             gid: parse_id(f[2])?,
