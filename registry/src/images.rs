@@ -35,7 +35,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use lade_cache::images::parse_config;
 use lade_cache::{
-    BlobSighting, Compression, Digest, Image, LayerBlob, LayerRecord, Reference, Store,
+    BlobSighting, Compression, Digest, Image, LayerBlob, LayerRecord, RefIndex, Reference, Store,
 };
 use tokio::io::AsyncWrite;
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -256,8 +256,10 @@ pub async fn ensure_image(
     policy: PullPolicy,
     progress: &ProgressFn,
 ) -> Result<EnsuredImage> {
-    if let Some(image) = local_image(store, reference, platform)? {
-        let repo_digest = repo_digest_of(store, reference, &image.id)?;
+    // One read of the name index serves both lookups.
+    let refs = store.refs()?;
+    if let Some(image) = local_image(store, &refs, reference, platform)? {
+        let repo_digest = repo_digest_of(&refs, reference, &image.id);
         if policy == PullPolicy::Missing || reference.digest().is_some() {
             return Ok(EnsuredImage {
                 image,
@@ -295,14 +297,19 @@ pub async fn ensure_image(
     })
 }
 
-/// The store's image for `reference` when it is complete (every layer has a blob) and for
-/// `platform`.
-fn local_image(store: &Store, reference: &Reference, platform: &Platform) -> Result<Option<Image>> {
+/// The store's image for `reference` (looked up in `refs`, the store's name index) when it is
+/// complete (every layer has a blob) and for `platform`.
+fn local_image(
+    store: &Store,
+    refs: &RefIndex,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<Option<Image>> {
     let key = match reference.digest() {
         Some(d) => reference.with_digest(d.clone()).to_string(),
         None => reference.to_string(),
     };
-    let Some(id) = store.refs()?.refs.get(&key).cloned() else {
+    let Some(id) = refs.refs.get(&key).cloned() else {
         return Ok(None);
     };
     let image = match store.image_by_id(&id) {
@@ -322,18 +329,16 @@ fn local_image(store: &Store, reference: &Reference, platform: &Platform) -> Res
     Ok(Some(image))
 }
 
-/// The digest of a `name@digest` name of image `id` in `reference`'s repository.
-fn repo_digest_of(store: &Store, reference: &Reference, id: &Digest) -> Result<Option<Digest>> {
+/// The digest of a `name@digest` name (in `refs`) of image `id` in `reference`'s repository.
+fn repo_digest_of(refs: &RefIndex, reference: &Reference, id: &Digest) -> Option<Digest> {
     if let Some(d) = reference.digest() {
-        return Ok(Some(d.clone()));
+        return Some(d.clone());
     }
     let prefix = format!("{}@", reference.name());
-    Ok(store
-        .refs()?
-        .refs
+    refs.refs
         .iter()
         .filter(|(k, v)| *v == id && k.starts_with(&prefix))
-        .find_map(|(k, _)| Digest::parse(&k[prefix.len()..]).ok()))
+        .find_map(|(k, _)| Digest::parse(&k[prefix.len()..]).ok())
 }
 
 fn sighting(d: &Descriptor, diff_id: Option<&Digest>) -> BlobSighting {
