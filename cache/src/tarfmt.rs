@@ -259,23 +259,6 @@ impl<W: Write> Walker<'_, W> {
         let ft = meta.file_type();
         let mtime = self.mtime(meta.mtime());
         let mode = meta.mode() & 0o7777;
-        if self.opts.upperdir && ft.is_char_device() && meta.rdev() == 0 {
-            let mut wh = parent_of(rel).to_vec();
-            wh.extend_from_slice(b".wh.");
-            wh.extend_from_slice(name.as_bytes());
-            return self.header(&Entry {
-                name: &wh,
-                mode,
-                uid: meta.uid().into(),
-                gid: meta.gid().into(),
-                size: 0,
-                mtime,
-                kind: b'0',
-                link: b"",
-                dev: (0, 0),
-                xattrs: Vec::new(),
-            });
-        }
         let mut e = Entry {
             name: rel,
             mode,
@@ -288,6 +271,13 @@ impl<W: Write> Walker<'_, W> {
             dev: (0, 0),
             xattrs: Vec::new(),
         };
+        if self.opts.upperdir && ft.is_char_device() && meta.rdev() == 0 {
+            // An overlay whiteout: an empty regular `.wh.NAME` entry.
+            let mut wh = parent_of(rel).to_vec();
+            wh.extend_from_slice(b".wh.");
+            wh.extend_from_slice(name.as_bytes());
+            return self.header(&Entry { name: &wh, ..e });
+        }
         if ft.is_dir() {
             let mut n = rel.to_vec();
             n.push(b'/');
