@@ -29,9 +29,11 @@ pub struct Global {
 }
 
 impl Global {
-    /// The store root chosen by `--root` or the defaults.
+    /// The store root chosen by `--root` or the defaults, made absolute (a relative one is
+    /// taken from the current directory: the sandbox needs absolute overlay and scratch paths).
     pub fn root(&self) -> PathBuf {
-        self.root.clone().unwrap_or_else(lade_cache::default_root)
+        let root = self.root.clone().unwrap_or_else(lade_cache::default_root);
+        std::path::absolute(&root).unwrap_or(root)
     }
 }
 
