@@ -5,7 +5,9 @@
 //! Fast path (`lade run --rm IMAGE true`): one shared flock on the store, one read of
 //! `refs.json` and of the config, a `stat` per layer snapshot, one `state.json` write, the
 //! sandbox, then one rename of the container dir into `.trash/` and its deletion. No fsync, no
-//! scan, no store lock held while the container runs.
+//! scan, no store lock held while the container runs, no registry client: an image missing
+//! from the store is pulled first (`--pull missing`, docker's default; `always` re-resolves the
+//! tag, `never` refuses), with docker's messages on standard error.
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,7 +17,8 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use lade_cache::Store;
+use lade_cache::{Image, Reference, Store};
+use lade_registry::PullPolicy;
 use lade_runtime::containers::{Container, ContainerStore, NewContainer};
 use lade_runtime::{
     BindMount, EtcFiles, NetworkMode, Rootfs, Runtime, SandboxSpec, Signaller, Stdio, StdioSet,
@@ -24,6 +27,7 @@ use nix::sys::signal::{SigSet, Signal};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::registry_opts::RegistryOpts;
 use super::Global;
 
 /// docker's exit code for errors of the runner itself (bad flags, missing image, setup).
@@ -80,6 +84,12 @@ pub struct RunArgs {
     /// Run a minimal init as pid 1 that reaps zombies and forwards signals
     #[arg(long)]
     init: bool,
+    /// Pull the image before running: missing (only when not in the store), always
+    /// (re-resolve the tag, download what changed) or never
+    #[arg(long, default_value = "missing", value_name = "POLICY", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    #[command(flatten)]
+    registry_opts: RegistryOpts,
     /// IMAGE [COMMAND [ARG...]]
     #[arg(
         required = true,
@@ -500,13 +510,7 @@ fn run_inner(g: &Global, a: RunArgs) -> Result<ExitCode> {
     let root = g.root();
     let store = Store::open(&root)
         .with_context(|| format!("cannot open the store at {}", root.display()))?;
-    let image = match store.image(image_name) {
-        Ok(i) => i,
-        Err(lade_cache::Error::NotFound(m)) => bail!(
-            "unable to find image '{image_name}' locally ({m}); pull it or `lade load` an archive first"
-        ),
-        Err(e) => return Err(e).context(format!("cannot read image {image_name}")),
-    };
+    let image = find_image(&store, image_name, &a.pull, &a.registry_opts)?;
     let raw: Value = serde_json::from_slice(&image.config_bytes)
         .with_context(|| format!("image config {}", image.id))?;
     let snapshots = store
@@ -682,6 +686,41 @@ fn run_inner(g: &Global, a: RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(status.code() as u8))
+}
+
+/// The image to run, as `docker run --pull POLICY` finds it: the store's (`missing`, `never`;
+/// no network, no registry client built), else pulled through `lade_registry::ensure_image`
+/// (`missing` when the store lacks it, `always` every time: one `HEAD` when nothing changed).
+fn find_image(store: &Store, name: &str, pull: &str, opts: &RegistryOpts) -> Result<Image> {
+    let always = pull == "always";
+    let missing = if always {
+        None
+    } else {
+        match store.image(name) {
+            Ok(i) => return Ok(i),
+            Err(lade_cache::Error::NotFound(m)) => Some(m),
+            Err(e) => return Err(e).context(format!("cannot read image {name}")),
+        }
+    };
+    if let Some(m) = &missing {
+        if pull == "never" {
+            bail!(
+                "unable to find image '{name}' locally ({m}); `lade pull` it or `lade load` an \
+                 archive first (--pull never does not pull)"
+            );
+        }
+        // An image ID (or an ambiguous prefix of one) names nothing a registry could serve.
+        if name.starts_with("sha256:") || m.contains("ambiguous") {
+            bail!("unable to find image '{name}' locally ({m})");
+        }
+    }
+    let reference = Reference::parse(name)?;
+    let policy = if always {
+        PullPolicy::Always
+    } else {
+        PullPolicy::Missing
+    };
+    Ok(super::transfer::ensure_with_progress(store, &reference, policy, opts)?.image)
 }
 
 /// Removes a `--rm` container: out of the listing with one rename into the trash, then

@@ -1,6 +1,8 @@
 //! `lade pull` and `lade push`: the registry crate's `pull_image`/`push_image` with per-layer
 //! progress (indicatif bars on a terminal, one line per state change otherwise) and docker's
-//! wording, so scripts that read `docker pull`/`docker push` output keep working.
+//! wording, so scripts that read `docker pull`/`docker push` output keep working. `lade run`
+//! pulls a missing image through [`ensure_with_progress`], the same display on standard error
+//! (as `docker run` shows its pull).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -11,7 +13,10 @@ use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lade_cache::archive::host_arch;
 use lade_cache::{Compression, Digest, Reference, Store};
-use lade_registry::{pull_image, push_image, Client, Platform, Progress, ProgressFn, PushOptions};
+use lade_registry::{
+    ensure_image, pull_image, push_image, Client, EnsuredImage, Platform, Progress, ProgressFn,
+    PullPolicy, PushOptions,
+};
 
 use super::registry_opts::{runtime, RegistryOpts};
 use super::Global;
@@ -75,21 +80,14 @@ pub fn pull(g: &Global, a: PullArgs) -> Result<ExitCode> {
     let shown = if a.quiet {
         None
     } else {
-        Some(Display::new(Verb::Pull, None))
+        Some(Display::new(Verb::Pull, None, Stream::Stdout))
     };
     if shown.is_some() {
         let named = Reference::parse_named(&a.reference)?;
         if named.tag().is_none() && named.digest().is_none() {
             outln!("Using default tag: latest")?;
         }
-        outln!(
-            "{}: Pulling from {}",
-            reference.tag().map_or_else(
-                || reference.manifest_reference().to_string(),
-                str::to_string
-            ),
-            familiar_repository(&reference)
-        )?;
+        pulling_from(Stream::Stdout, &reference)?;
     }
     let progress = shown
         .as_ref()
@@ -105,17 +103,88 @@ pub fn pull(g: &Global, a: PullArgs) -> Result<ExitCode> {
         outln!("{reference}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("Digest: {}", pulled.repo_digest)?;
-    if pulled.up_to_date && pulled.layers_downloaded == 0 {
-        outln!("Status: Image is up to date for {}", reference.familiar())?;
-    } else {
-        outln!(
-            "Status: Downloaded newer image for {}",
-            reference.familiar()
-        )?;
-    }
+    pull_status(
+        Stream::Stdout,
+        &reference,
+        Some(&pulled.repo_digest),
+        pulled.up_to_date && pulled.layers_downloaded == 0,
+    )?;
     outln!("{reference}")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's first line of a pull: `TAG: Pulling from REPOSITORY`.
+fn pulling_from(stream: Stream, reference: &Reference) -> Result<()> {
+    stream.line(format_args!(
+        "{}: Pulling from {}",
+        reference.tag().map_or_else(
+            || reference.manifest_reference().to_string(),
+            str::to_string
+        ),
+        familiar_repository(reference)
+    ))
+}
+
+/// docker's last lines of a pull: `Digest: ...` and `Status: ...`.
+fn pull_status(
+    stream: Stream,
+    reference: &Reference,
+    digest: Option<&Digest>,
+    up_to_date: bool,
+) -> Result<()> {
+    if let Some(d) = digest {
+        stream.line(format_args!("Digest: {d}"))?;
+    }
+    let familiar = reference.familiar();
+    if up_to_date {
+        stream.line(format_args!("Status: Image is up to date for {familiar}"))
+    } else {
+        stream.line(format_args!(
+            "Status: Downloaded newer image for {familiar}"
+        ))
+    }
+}
+
+/// [`ensure_image`] with `docker run`'s messages and pull progress on standard error: the
+/// caller found no local image (`PullPolicy::Missing`: "Unable to find image ... locally"
+/// first) or was asked to re-resolve the tag (`PullPolicy::Always`). The client and the tokio
+/// runtime live only for this call: when it returns no thread of it is left (so a caller that
+/// blocks signals in its one thread sees every signal).
+pub fn ensure_with_progress(
+    store: &Store,
+    reference: &Reference,
+    policy: PullPolicy,
+    opts: &RegistryOpts,
+) -> Result<EnsuredImage> {
+    let stream = Stream::Stderr;
+    if policy == PullPolicy::Missing {
+        stream.line(format_args!(
+            "Unable to find image '{}' locally",
+            reference.familiar()
+        ))?;
+    }
+    let client = Client::new(opts.client_config()?);
+    let rt = runtime()?;
+    pulling_from(stream, reference)?;
+    let display = Display::new(Verb::Pull, None, stream);
+    let result = rt.block_on(ensure_image(
+        &client,
+        store,
+        reference,
+        &host_platform(),
+        policy,
+        &display.callback(),
+    ));
+    display.finish();
+    drop(client);
+    drop(rt);
+    let ensured = result.with_context(|| format!("cannot pull {}", reference.familiar()))?;
+    let up_to_date = ensured
+        .pulled
+        .as_ref()
+        .is_none_or(|p| p.up_to_date && p.layers_downloaded == 0);
+    pull_status(stream, reference, ensured.repo_digest.as_ref(), up_to_date)?;
+    Ok(ensured)
 }
 
 pub fn push(g: &Global, a: PushArgs) -> Result<ExitCode> {
@@ -138,7 +207,11 @@ pub fn push(g: &Global, a: PushArgs) -> Result<ExitCode> {
     let shown = if a.quiet {
         None
     } else {
-        Some(Display::new(Verb::Push, Some(image.id.clone())))
+        Some(Display::new(
+            Verb::Push,
+            Some(image.id.clone()),
+            Stream::Stdout,
+        ))
     };
     if shown.is_some() {
         outln!("The push refers to repository [{}]", target.name())?;
@@ -182,14 +255,39 @@ enum Verb {
     Push,
 }
 
+/// Where the lines of a transfer go: standard output (`lade pull`, `lade push`, as docker's)
+/// or standard error (the pull of `lade run`, which keeps stdout for the container's output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// One line; a closed standard output is a [`crate::output::StdoutClosed`] error, a failed
+    /// write to standard error is ignored (nowhere left to report it).
+    fn line(self, args: std::fmt::Arguments<'_>) -> Result<()> {
+        match self {
+            Stream::Stdout => crate::output::write_line(args),
+            Stream::Stderr => {
+                use std::io::Write;
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Renders [`Progress`] events: one bar per blob on a terminal (stderr), else one line per
-/// state change on stdout (docker's non-terminal output).
+/// state change on its [`Stream`] (docker's non-terminal output).
 struct Display {
     inner: Arc<Mutex<DisplayState>>,
 }
 
 struct DisplayState {
     verb: Verb,
+    stream: Stream,
     /// Not shown (the config: docker lists layers only).
     hidden: Option<Digest>,
     multi: Option<MultiProgress>,
@@ -208,13 +306,14 @@ fn short(d: &Digest) -> String {
 }
 
 impl Display {
-    fn new(verb: Verb, hidden: Option<Digest>) -> Display {
+    fn new(verb: Verb, hidden: Option<Digest>, stream: Stream) -> Display {
         let multi = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Display {
             inner: Arc::new(Mutex::new(DisplayState {
                 verb,
+                stream,
                 hidden,
                 multi,
                 rows: HashMap::new(),
@@ -275,7 +374,7 @@ impl DisplayState {
             Some(b) => b.set_message(msg.to_string()),
             // A closed stdout is reported by the next line `pull`/`push` print themselves.
             None => {
-                let _ = outln!("{}: {msg}", r.id);
+                let _ = self.stream.line(format_args!("{}: {msg}", r.id));
             }
         }
     }
@@ -325,7 +424,7 @@ impl DisplayState {
                 match self.rows.get(digest).and_then(|r| r.bar.clone()) {
                     Some(b) => b.set_message(format!("Retrying ({attempt})")),
                     None => {
-                        let _ = outln!("{}: {msg}", short(digest));
+                        let _ = self.stream.line(format_args!("{}: {msg}", short(digest)));
                     }
                 }
             }
@@ -363,7 +462,11 @@ impl DisplayState {
                     b.set_position(0);
                     b.set_message("Compressed");
                 } else {
-                    let _ = outln!("{}: Compressed to {}", row.id, short(digest));
+                    let _ = self.stream.line(format_args!(
+                        "{}: Compressed to {}",
+                        row.id,
+                        short(digest)
+                    ));
                 }
                 self.rows.insert(digest.clone(), row);
             }

@@ -234,7 +234,28 @@ fn exit_codes_and_start_errors_like_docker() {
         Some(125)
     );
     assert_eq!(code(&["--rm", "--entrypoint", "", "base:1"]), Some(125));
-    let out = fx.run(&["--rm", "missing/image:1", "true"]);
+    assert_eq!(
+        code(&["--rm", "--pull", "bogus", "base:1", "true"]),
+        Some(125)
+    );
+    // A relative --root is taken from the current directory.
+    let out = lade()
+        .current_dir(fx.ts.dir.path())
+        .args(["--root", "root", "run", "--rm", "base:1", "echo", "rel"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "rel\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (Without --pull never a missing image is pulled: see registry.rs.)
+    let out = fx.run(&["--rm", "--pull", "never", "missing/image:1", "true"]);
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
