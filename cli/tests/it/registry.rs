@@ -1,10 +1,7 @@
-//! `lade push` / `lade pull` end to end: the real binary against Debian's `docker-registry`
-//! (started per test by `lade_registry::testing`), with dockerd and skopeo as the peers.
-//!
-//! Not covered here, by design for now: the issue's "`lade run` an image pulled from a
-//! registry" and "build `FROM` it" acceptance items. `lade run` and `lade build` are being
-//! written by other engineers; their tests should `lade pull` from a `TestRegistry` (or call
-//! `lade_registry::ensure_image`) and then run / build FROM the pulled image.
+//! `lade push` / `lade pull` / pull-on-run / `FROM` a registry, end to end: the real binary
+//! against Debian's `docker-registry` (started per test by `lade_registry::testing`), with
+//! dockerd and skopeo as the peers. `lade run` and `lade build` start real sandboxes: run the
+//! tests as root.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,6 +116,50 @@ fn blob_file(reg: &TestRegistry, digest: &str) -> PathBuf {
     reg.blob_data_path(&lade_registry::Digest::parse(digest).unwrap())
 }
 
+/// A build context in the scratch space holding `dockerfile` and `files`.
+fn context(ts: &TestStore, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    let ctx = ts.path(&unique("ctx"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, text) in files {
+        std::fs::write(ctx.join(name), text).unwrap();
+    }
+    ctx
+}
+
+/// `docker push` of the BuildKit-built app image (`app_dockerfile`) as `target`; returns the
+/// pushed manifest digest. The local docker images go when the guards drop.
+fn docker_push_app(ts: &TestStore, target: &str) -> (String, [DockerImage; 3]) {
+    let base = docker_base_image(ts.dir.path());
+    let app = docker_build(
+        ts.dir.path(),
+        &format!("lade-pp-test/{}:1", unique("app")),
+        &app_dockerfile(&base.name),
+    );
+    run_ok(docker().args(["tag", &app.name, target]));
+    let tagged = DockerImage {
+        name: target.to_string(),
+    };
+    let digest = pushed_digest(&run_ok(docker().args(["push", target])));
+    (digest, [tagged, app, base])
+}
+
+/// What `APP_CHECK` prints in the app image (`app_dockerfile`): its WORKDIR and ENV, the
+/// opaque dir's content, the deleted `/etc/group`, an owner set by a RUN.
+const APP_CHECK: &str =
+    "pwd; echo $FOO; ls /opq/d; test -e /etc/group || echo no-group; stat -c %u:%g /app/big";
+const APP_CHECK_OUT: &str = "/app\nbar\ny\nno-group\n1000:1000\n";
+
+/// `lade run` with stdin from /dev/null: (status, stdout, stderr).
+fn lade_run(mut c: Command) -> (Option<i32>, String, String) {
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn pushed_lade_images_inspect_in_skopeo_and_run_in_docker() {
     require_tool("skopeo", "skopeo");
@@ -220,6 +261,21 @@ fn an_image_pushed_by_docker_pulls_into_an_empty_store() {
     );
     assert_eq!(overlay_fs(&ts, &target), docker_fs(&app.name));
     assert_store_ok(&ts);
+
+    // lade run of the pulled image: its CMD, and the filesystem and config docker built.
+    let (code, out, err) = lade_run({
+        let mut c = lade_in(&ts, &home, None);
+        c.args(["run", "--rm", &target]);
+        c
+    });
+    assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    assert!(!err.contains("Unable to find image"), "{err}");
+    let (code, out, err) = lade_run({
+        let mut c = lade_in(&ts, &home, None);
+        c.args(["run", "--rm", &target, "sh", "-c", APP_CHECK]);
+        c
+    });
+    assert_eq!((code, out.as_str()), (Some(0), APP_CHECK_OUT), "{err}");
 
     // A second pull downloads nothing.
     let gets = blob_gets(&reg);
@@ -440,4 +496,220 @@ fn basic_auth_over_tls_after_login_and_a_wrong_password() {
         run_ok(ts.lade().args(["images", "-q", "--no-trunc", &name])).trim()
     );
     assert_store_ok(&other);
+}
+
+#[test]
+fn a_lade_built_image_pushes_and_runs_in_docker() {
+    require_tool("skopeo", "skopeo");
+    let reg = TestRegistry::plain();
+    let ts = TestStore::new();
+    let home = ts.path("home");
+    // The base exists only in the store (made locally, never pushed).
+    let base = format!("lade-pp-test/{}:1", unique("base"));
+    import_base(&ts, &base);
+    let ctx = context(
+        &ts,
+        &format!(
+            r#"FROM {base} AS build
+RUN mkdir /out && echo built by lade > /out/msg
+COPY note.txt /out/
+RUN echo second step >> /out/msg
+FROM {base}
+COPY --from=build /out/ /opt/
+RUN cat /opt/msg /opt/note.txt > /opt/all && echo "$(wc -l < /opt/all) lines" >> /opt/all && rm /opt/note.txt
+CMD ["cat", "/opt/all"]
+"#
+        ),
+        &[("note.txt", "from the context\n")],
+    );
+    let app = format!("{}/lade-pp/built:1", reg.host());
+    run_ok(
+        lade_in(&ts, &home, None)
+            .args(["build", "-q", "-t", &app])
+            .arg(&ctx),
+    );
+    let want = "built by lade\nsecond step\nfrom the context\n3 lines\n";
+    let (code, out, err) = lade_run({
+        let mut c = lade_in(&ts, &home, None);
+        c.args(["run", "--rm", &app]);
+        c
+    });
+    assert_eq!((code, out.as_str()), (Some(0), want), "{err}");
+
+    let out = run_ok(lade_in(&ts, &home, None).args(["push", &app]));
+    let digest = pushed_digest(&out);
+    let lade_inspect: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &app]))).unwrap();
+    let image_id = lade_inspect[0]["Id"].as_str().unwrap().to_string();
+    let layers = lade_inspect[0]["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(layers, 3, "base, COPY --from, RUN: {lade_inspect}");
+
+    let s: serde_json::Value = serde_json::from_str(&run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{app}"),
+    ])))
+    .unwrap();
+    assert_eq!(s["Digest"], digest, "{s}");
+    assert_eq!(s["Layers"].as_array().unwrap().len(), layers, "{s}");
+    assert_eq!(s["Os"], "linux");
+    assert_eq!(s["Architecture"], lade_inspect[0]["Architecture"]);
+    let config = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &format!("docker://{app}"),
+    ]));
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/opt/all"])
+    );
+
+    // docker pulls the same image (same config bytes: same ID) and runs what lade built.
+    let pulled = DockerImage { name: app.clone() };
+    run_ok(docker().args(["pull", "-q", &app]));
+    assert_eq!(docker_inspect(&pulled.name, "{{.Id}}"), image_id);
+    assert_eq!(
+        docker_inspect(&pulled.name, "{{index .RepoDigests 0}}"),
+        format!("{}/lade-pp/built@{digest}", reg.host())
+    );
+    let ran = run_ok(docker().args(["run", "--rm", "--network=none", &app]));
+    assert_eq!(ran, want);
+    let ran = run_ok(docker().args(["run", "--rm", "--network=none", &app, "ls", "/opt"]));
+    assert_eq!(ran, "all\nmsg\n");
+}
+
+#[test]
+fn lade_run_pulls_a_missing_image_and_build_from_pulls_it() {
+    let reg = TestRegistry::plain();
+    let scratch = TestStore::new();
+    let home = scratch.path("home");
+    let target = format!("{}/lade-pp/onrun:1", reg.host());
+    let (digest, _images) = docker_push_app(&scratch, &target);
+    // Through a proxy that counts requests exactly (it records each one before answering).
+    let proxy = FaultProxy::start(reg.addr());
+    let via = format!("{}/lade-pp/onrun:1", proxy.host());
+    let run = |ts: &TestStore, args: &[&str]| {
+        let mut c = lade_in(ts, &home, None);
+        c.arg("run").args(args);
+        lade_run(c)
+    };
+
+    // A fresh store: `lade run` pulls first, with docker run's messages on stderr.
+    let ts = TestStore::new();
+    let (code, out, err) = run(&ts, &["--rm", &via]);
+    assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "Unable to find image '{via}' locally\n1: Pulling from lade-pp/onrun\n"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "Digest: {digest}\nStatus: Downloaded newer image for {via}\n"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches(": Download complete").count(), 5, "{err}");
+    let (code, out, err) = run(&ts, &["--rm", &via, "sh", "-c", APP_CHECK]);
+    assert_eq!((code, out.as_str()), (Some(0), APP_CHECK_OUT), "{err}");
+    assert_eq!(err, "", "the image is local now");
+    assert_store_ok(&ts);
+
+    // --pull always: one manifest HEAD (after the /v2/ ping), no download.
+    let before = proxy.requests().len();
+    let (code, out, err) = run(&ts, &["--rm", "--pull", "always", &via]);
+    assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "1: Pulling from lade-pp/onrun\nDigest: {digest}\nStatus: Image is up to date for {via}\n"
+        )
+    );
+    let asked: Vec<_> = proxy.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r == "GET /v2/" || r.starts_with("HEAD /v2/lade-pp/onrun/manifests/1")),
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked.iter().filter(|r| r.starts_with("HEAD")).count(),
+        1,
+        "{asked:?}"
+    );
+
+    // A local image needs no registry at all: with the proxy gone, every policy but always runs.
+    drop(proxy);
+    for args in [
+        &["--rm", &via][..],
+        &["--rm", "--pull", "missing", &via],
+        &["--rm", "--pull", "never", &via],
+    ] {
+        let (code, out, err) = run(&ts, args);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (Some(0), "hello\n", ""),
+            "{args:?}"
+        );
+    }
+    let (code, _, err) = run(&ts, &["--rm", "--pull", "always", &via]);
+    assert_eq!(code, Some(125), "{err}");
+
+    // --pull never in an empty store: docker's 125, nothing pulled, no container.
+    let empty = TestStore::new();
+    let (code, out, err) = run(&empty, &["--rm", "--pull", "never", &target]);
+    assert_eq!((code, out.as_str()), (Some(125), ""), "{err}");
+    assert!(
+        err.contains(&format!("unable to find image '{target}' locally")),
+        "{err}"
+    );
+    assert!(!empty.root.join("refs.json").exists(), "nothing named");
+    // A tag the registry lacks: a clear error, 125, nothing stored or left running.
+    let nope = format!("{}/lade-pp/onrun:nope", reg.host());
+    let (code, _, err) = run(&empty, &["--rm", &nope]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.starts_with(&format!("Unable to find image '{nope}' locally\n"))
+            && err.contains("not found"),
+        "{err}"
+    );
+    assert!(!empty.root.join("refs.json").exists(), "nothing named");
+    let ps = run_ok(empty.lade().args(["ps", "-a", "-q"]));
+    assert_eq!(ps, "", "no container left");
+    assert_store_ok(&empty);
+
+    // FROM the registry's image in another fresh store: the build pulls it and its RUN sees
+    // the pulled filesystem.
+    let fresh = TestStore::new();
+    let ctx = context(
+        &fresh,
+        &format!(
+            "FROM {target}\nRUN ({APP_CHECK}; cat /app/hello) > /seen\nCMD [\"cat\", \"/seen\"]\n"
+        ),
+        &[],
+    );
+    let built = format!("lade-pp-test/{}:1", unique("fromreg"));
+    run_ok(
+        lade_in(&fresh, &home, None)
+            .args(["build", "-q", "-t", &built])
+            .arg(&ctx),
+    );
+    let (code, out, err) = run(&fresh, &["--rm", &built]);
+    assert_eq!(
+        (code, out),
+        (Some(0), format!("{APP_CHECK_OUT}hello\n")),
+        "{err}"
+    );
+    let base_id = run_ok(fresh.lade().args(["images", "-q", &target]));
+    assert!(!base_id.trim().is_empty(), "the base is in the store");
+    assert_store_ok(&fresh);
 }
