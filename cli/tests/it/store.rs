@@ -348,6 +348,76 @@ fn own_archives_and_compressed_archives_load() {
     }
 }
 
+#[test]
+fn save_to_stdout_is_the_file_archive_and_docker_loads_it() {
+    let ts = TestStore::new();
+    let name = format!("lade-store-test/{}:1", unique("stdout"));
+    let tar = ts.path("rootfs.tar");
+    base_rootfs_tar(&tar);
+    run_ok(
+        ts.lade()
+            .args(["import", "--change", r#"CMD ["echo", "from stdout"]"#])
+            .arg(&tar)
+            .arg(&name),
+    );
+    let file = ts.path("saved.tar");
+    run_ok(ts.lade().args(["save", "-o"]).arg(&file).arg(&name));
+    let out = ts
+        .lade()
+        .args(["save", &name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_file = std::fs::read(&file).unwrap();
+    assert!(from_file.len() > 100_000);
+    assert!(
+        out.stdout == from_file,
+        "stdout archive ({} bytes) differs from the -o archive ({} bytes)",
+        out.stdout.len(),
+        from_file.len()
+    );
+
+    // Piped straight into `docker load`, the image runs.
+    let _img = DockerImage { name: name.clone() };
+    let mut save = ts
+        .lade()
+        .args(["save", &name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = docker()
+        .arg("load")
+        .stdin(Stdio::from(save.stdout.take().unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        save.wait().unwrap().success(),
+        "lade save to the pipe failed"
+    );
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let said = String::from_utf8_lossy(&load.stdout);
+    assert!(said.contains(&format!("Loaded image: {name}")), "{said}");
+    let ran = run_ok(docker().args(["run", "--rm", "--network=none", &name]));
+    assert_eq!(ran, "from stdout\n");
+}
+
 /// Rebuilds a tar from (name, kind, data, link) entries, names written verbatim.
 fn raw_tar(entries: &[(String, u8, Vec<u8>, String)]) -> Vec<u8> {
     let mut out = Vec::new();
