@@ -146,6 +146,7 @@ fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::TooLarge {
             what: format!("JSON document {name} in the archive"),
             limit: MAX_JSON_BYTES,
+            setting: None,
         })
 }
 
@@ -211,6 +212,7 @@ fn intake<'s, R: Read + Send>(store: &'s Store, input: R) -> Result<Intake<'s>> 
                 return Err(Error::TooLarge {
                     what: "JSON documents in the archive".into(),
                     limit: 16 * MAX_JSON_BYTES,
+                    setting: None,
                 });
             }
             if let Some(d) = promised(&name) {

@@ -459,13 +459,28 @@ fn entries_of(tar_bytes: &[u8]) -> Vec<(String, u8, Vec<u8>, String)> {
         .collect()
 }
 
-/// A docker-archive with one image whose single layer is `layer`.
+/// A docker-archive with one image whose single layer is `layer` (an uncompressed tar).
 fn docker_archive_with_layer(
     layer: &[u8],
     extra: Vec<(String, u8, Vec<u8>, String)>,
     layer_name: &str,
 ) -> Vec<u8> {
-    let diff = format!("sha256:{}", sha256_hex(layer));
+    docker_archive(
+        layer,
+        &format!("sha256:{}", sha256_hex(layer)),
+        extra,
+        layer_name,
+    )
+}
+
+/// A docker-archive with one image whose single layer is the blob `layer` (compressed or not)
+/// with diffID `diff`.
+fn docker_archive(
+    layer: &[u8],
+    diff: &str,
+    extra: Vec<(String, u8, Vec<u8>, String)>,
+    layer_name: &str,
+) -> Vec<u8> {
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [diff]},
@@ -591,27 +606,55 @@ fn bad_archives_are_refused_and_change_nothing() {
         assert_eq!(ts.temp_entries(), 0, "{label}: temp files left behind");
     }
 
-    // Decompression bomb: a small gzip layer that inflates past the cap.
+    // Decompression bombs, against a lowered per-layer cap: a small gzip or zstd layer that
+    // inflates past it, a plain layer over it, and a whole archive gzipped around a layer over it.
     let zeros = raw_tar(&[("zeros".to_string(), b'0', vec![0u8; 4 << 20], String::new())]);
+    let zeros_diff = format!("sha256:{}", sha256_hex(&zeros));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&zeros).unwrap();
-    let bomb_layer = gz.finish().unwrap();
-    let _ = bomb_layer;
-    let p = ts.path("bomb.tar");
-    std::fs::write(
-        &p,
-        docker_archive_with_layer(&zeros, vec![], "l1/layer.tar"),
-    )
-    .unwrap();
-    let err = run_fail(
-        ts.lade()
-            .env("LADE_MAX_LAYER_BYTES", "1000000")
-            .arg("load")
-            .arg("-i")
-            .arg(&p),
-    );
-    assert!(err.contains("exceeds the limit of 1000000 bytes"), "{err}");
-    assert_eq!(ts.fingerprint(), before, "bomb: the store changed");
+    let gzip_layer = gz.finish().unwrap();
+    let zstd_layer = zstd::encode_all(&zeros[..], 19).unwrap();
+    assert!(gzip_layer.len() < 64 << 10 && zstd_layer.len() < 64 << 10);
+    let plain = docker_archive_with_layer(&zeros, vec![], "l1/layer.tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&plain).unwrap();
+    let gzip_archive = gz.finish().unwrap();
+    assert!(gzip_archive.len() < 64 << 10);
+    let bombs = [
+        (
+            "gzip layer",
+            docker_archive(&gzip_layer, &zeros_diff, vec![], "l1/layer.tar"),
+        ),
+        (
+            "zstd layer",
+            docker_archive(&zstd_layer, &zeros_diff, vec![], "l1/layer.tar"),
+        ),
+        ("plain layer", plain),
+        ("gzip archive", gzip_archive),
+    ];
+    for (label, bytes) in bombs {
+        let p = ts.path("bomb.tar");
+        std::fs::write(&p, &bytes).unwrap();
+        let err = run_fail(
+            ts.lade()
+                .env("LADE_MAX_LAYER_BYTES", "1000000")
+                .arg("load")
+                .arg("-i")
+                .arg(&p),
+        );
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("exceeds the limit of 1000000 bytes")
+                && err.contains("set LADE_MAX_LAYER_BYTES to a higher number"),
+            "{label}: {err}"
+        );
+        assert_eq!(ts.fingerprint(), before, "{label}: the store changed");
+        assert_eq!(ts.temp_entries(), 0, "{label}: temp files left behind");
+        // Under the default cap the same archive is a valid one.
+        let other = TestStore::new();
+        let out = run_ok(other.lade().arg("load").arg("-i").arg(&p));
+        assert_eq!(out.trim(), "Loaded image: lade-store-test/bad:1", "{label}");
+    }
     let ok = run_ok(ts.lade().args(["system", "check", "--verify"]));
     assert!(ok.contains("store is consistent"), "{ok}");
 }
