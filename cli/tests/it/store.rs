@@ -590,6 +590,18 @@ fn bad_archives_are_refused_and_change_nothing() {
         ),
         "outside the archive",
     ));
+    // A JSON document over the 16 MiB cap is refused as such, not misread as a layer.
+    let mut big = b"[{\"Config\":\"".to_vec();
+    big.resize((16 << 20) + 100, b'x');
+    big.extend_from_slice(b"\"}]");
+    let mut e = entries_of(&docker_archive_with_layer(&layer, vec![], "l1/layer.tar"));
+    let mi = e.iter().position(|e| e.0 == "manifest.json").unwrap();
+    e[mi].2 = big;
+    cases.push((
+        "oversized manifest.json",
+        raw_tar(&e),
+        "JSON document manifest.json in the archive exceeds the limit of 16777216 bytes",
+    ));
     cases.push((
         "not an archive",
         b"hello world".repeat(100),
