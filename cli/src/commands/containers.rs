@@ -452,7 +452,7 @@ pub fn commit(g: &Global, a: CommitArgs) -> Result<ExitCode> {
     let img = store.put_config(&serde_json::to_vec(&config)?)?;
     match &name {
         Some(n) => {
-            store.tag(n, &img.id)?;
+            store.tag_at(n, &img.id, &now_rfc3339())?;
         }
         None => store.keep_unnamed(&img.id)?,
     }

@@ -267,7 +267,7 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
     let img = store.put_config(&bytes)?;
     match &name {
         Some(n) => {
-            store.tag(n, &img.id)?;
+            store.tag_at(n, &img.id, &now_rfc3339())?;
         }
         None => store.keep_unnamed(&img.id)?,
     }
@@ -537,7 +537,7 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
             a.target
         );
     }
-    store.tag(&target, &id)?;
+    store.tag_at(&target, &id, &now_rfc3339())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -696,7 +696,10 @@ pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
             "Type": "layers",
             "Layers": img.layers,
         },
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        // docker's zero time when no user ever tagged it (a loaded or pulled image)
+        "Metadata": {"LastTagTime": store
+            .last_tag_time(&img.id)?
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())},
     });
     if let Some(var) = raw.get("variant") {
         v["Variant"] = var.clone();
@@ -704,15 +707,33 @@ pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
     Ok(v)
 }
 
+/// `docker inspect`: the images found, as one JSON array on stdout, then one line on stderr
+/// per argument that names no image (docker's own words) and exit status 1 if there was one.
 pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let mut out = Vec::new();
+    let mut missing = Vec::new();
     for i in &a.images {
-        let img = store.image(i)?;
-        out.push(inspect_value(&store, &img)?);
+        match store.image(i) {
+            Ok(img) => out.push(inspect_value(&store, &img)?),
+            Err(lade_cache::Error::NotFound(m)) if m.contains("ambiguous") => {
+                missing.push(format!("error: {m}"));
+            }
+            Err(lade_cache::Error::NotFound(_) | lade_cache::Error::InvalidReference { .. }) => {
+                missing.push(format!("Error: No such object: {i}"));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {i}")),
+        }
     }
     outln!("{}", serde_json::to_string_pretty(&out)?)?;
-    Ok(ExitCode::SUCCESS)
+    for m in &missing {
+        eprintln!("{m}");
+    }
+    Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Debug, Args)]

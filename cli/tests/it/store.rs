@@ -162,6 +162,15 @@ fn docker_archive_round_trip() {
         inspect[0]["Config"]["Cmd"],
         serde_json::json!(["cat", "/app/hello"])
     );
+    assert_eq!(
+        inspect[0]["Created"],
+        docker_inspect(&app.name, "{{.Created}}")
+    );
+    // Loaded, not tagged by a user: docker's zero time, as `docker load` gives.
+    assert_eq!(
+        inspect[0]["Metadata"]["LastTagTime"],
+        "0001-01-01T00:00:00Z"
+    );
 
     // The layer snapshots, stacked by overlayfs, are the image's filesystem.
     assert_eq!(
@@ -191,6 +200,10 @@ fn docker_archive_round_trip() {
         "config changed in the round trip"
     );
     assert_eq!(docker_inspect(&name, "{{json .RootFS.Layers}}"), layers);
+    assert_eq!(
+        docker_inspect(&name, "{{.Metadata.LastTagTime}}"),
+        "0001-01-01 00:00:00 +0000 UTC"
+    );
     let ran = run_ok(docker().args(["run", "--rm", "--network=none", &name]));
     assert_eq!(ran, "hello\n");
     assert_eq!(
@@ -290,6 +303,105 @@ fn oci_archive_round_trip_via_skopeo() {
         serde_json::from_str(&run_ok(ts2.lade().args(["inspect", &name2]))).unwrap();
     assert_eq!(inspect[0]["Id"], oci_id.as_str());
     let _ = docker_id;
+}
+
+/// Whole seconds since the Unix epoch of an RFC 3339 UTC time (`...Z`).
+fn epoch_secs(t: &str) -> i64 {
+    let out = run_ok(Command::new("date").args(["-u", "-d", t, "+%s"]));
+    out.trim().parse().unwrap()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn inspect_prints_what_it_found_and_names_what_it_did_not_like_docker() {
+    let ts = TestStore::new();
+    let tar = ts.path("rootfs.tar");
+    base_rootfs_tar(&tar);
+    let name = format!("lade-store-test/{}:1", unique("insp"));
+    let missing = format!("lade-store-test/{}:1", unique("missing"));
+    let t0 = now_secs();
+    run_ok(ts.lade().arg("import").arg(&tar).arg(&name));
+    let _img = DockerImage { name: name.clone() };
+    run_ok(docker().arg("import").arg(&tar).arg(&name));
+
+    let both = |cmd: &mut Command| {
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        vec![name.as_str(), missing.as_str()],
+        vec![missing.as_str(), name.as_str(), "Not A Reference"],
+        vec![missing.as_str()],
+    ] {
+        let (lcode, lout, lerr) = both(ts.lade().arg("inspect").args(&args));
+        let (dcode, dout, derr) = both(docker().arg("inspect").args(&args));
+        assert_eq!(lcode, dcode, "{args:?}: exit status");
+        assert_eq!(lcode, Some(1));
+        assert_eq!(lerr, derr, "{args:?}: stderr");
+        let ids = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["RepoTags"][0].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&lout), ids(&dout), "{args:?}: images found");
+    }
+
+    // Created is the config's; LastTagTime is when a user last named the image.
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+    let created = v[0]["Created"].as_str().unwrap();
+    assert!(created.ends_with('Z') && created.len() > 20, "{created}");
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            ts.root.join("blobs/sha256").join(
+                v[0]["Id"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("sha256:")
+                    .unwrap(),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v[0]["Created"], cfg["created"]);
+    let tagged = v[0]["Metadata"]["LastTagTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (c, t) = (epoch_secs(created), epoch_secs(&tagged));
+    assert!(t0 <= c && c <= t && t <= now_secs(), "{created} {tagged}");
+    let other = format!("lade-store-test/{}:2", unique("insp"));
+    run_ok(ts.lade().args(["tag", &name, &other]));
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+    let retagged = v[0]["Metadata"]["LastTagTime"].as_str().unwrap();
+    assert!(
+        retagged != tagged && epoch_secs(retagged) >= t,
+        "{retagged} after {tagged}"
+    );
+    // Saved and loaded elsewhere, it was not tagged there: docker's zero time, as docker
+    // load gives.
+    let archive = ts.path("insp.tar");
+    run_ok(ts.lade().args(["save", "-o"]).arg(&archive).arg(&name));
+    let ts2 = TestStore::new();
+    run_ok(ts2.lade().arg("load").arg("-i").arg(&archive));
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts2.lade().args(["inspect", &name]))).unwrap();
+    assert_eq!(v[0]["Metadata"]["LastTagTime"], "0001-01-01T00:00:00Z");
+    assert_eq!(v[0]["Created"], created);
 }
 
 /// A store with one imported image, and its `lade save` archive bytes.
