@@ -708,7 +708,8 @@ pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
 }
 
 /// `docker inspect`: the images found, as one JSON array on stdout, then one line on stderr
-/// per argument that names no image (docker's own words) and exit status 1 if there was one.
+/// per argument that names no image (docker's own words; a malformed name or an ambiguous ID
+/// prefix gets the reason instead) and exit status 1 if there was one.
 pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let mut out = Vec::new();
@@ -716,10 +717,14 @@ pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
     for i in &a.images {
         match store.image(i) {
             Ok(img) => out.push(inspect_value(&store, &img)?),
+            // An ambiguous ID prefix or a malformed name says what is wrong with it.
+            Err(e @ lade_cache::Error::InvalidReference { .. }) => {
+                missing.push(format!("error: {e}"))
+            }
             Err(lade_cache::Error::NotFound(m)) if m.contains("ambiguous") => {
                 missing.push(format!("error: {m}"));
             }
-            Err(lade_cache::Error::NotFound(_) | lade_cache::Error::InvalidReference { .. }) => {
+            Err(lade_cache::Error::NotFound(_)) => {
                 missing.push(format!("Error: No such object: {i}"));
             }
             Err(e) => return Err(e).with_context(|| format!("cannot inspect {i}")),

@@ -340,7 +340,7 @@ fn inspect_prints_what_it_found_and_names_what_it_did_not_like_docker() {
     };
     for args in [
         vec![name.as_str(), missing.as_str()],
-        vec![missing.as_str(), name.as_str(), "Not A Reference"],
+        vec![missing.as_str(), name.as_str(), missing.as_str()],
         vec![missing.as_str()],
     ] {
         let (lcode, lout, lerr) = both(ts.lade().arg("inspect").args(&args));
@@ -357,6 +357,23 @@ fn inspect_prints_what_it_found_and_names_what_it_did_not_like_docker() {
         };
         assert_eq!(ids(&lout), ids(&dout), "{args:?}: images found");
     }
+
+    // A malformed name gets the reason (docker only says "No such object"), found images
+    // are still printed.
+    let out = ts
+        .lade()
+        .args(["inspect", &name, "Not A Reference"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: invalid reference \"Not A Reference\""),
+        "{err}"
+    );
 
     // Created is the config's; LastTagTime is when a user last named the image.
     let v: serde_json::Value =
