@@ -25,7 +25,7 @@ pub mod remotes;
 pub mod store;
 
 pub use buildcache::{BuildCacheRoots, CacheRecord};
-pub use gc::{CheckReport, GcRoots, Marks, PruneReport};
+pub use gc::{disk_usage, CheckReport, GcRoots, Marks, PruneReport};
 pub use images::{Image, ImageSummary, RefIndex};
 pub use layers::{lowerdir_option, LayerBlob, LayerRecord, StagedLayer};
 pub use remotes::{BlobSighting, RemoteBlob};

@@ -859,27 +859,28 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     let store = Store::open_exclusive(&root)
         .with_context(|| format!("cannot lock the store at {} exclusively", root.display()))?;
     // Containers keep their image and committed layers; `run --rm` containers whose lade was
-    // killed go first.
+    // killed go first, with the container trash. Space outside blobs/layers/snapshots that
+    // prune frees is counted in `extra`.
     let containers = super::containers::container_store(&root)?;
-    if !a.dry_run {
-        super::containers::remove_dead_auto_remove(&containers)?;
-    }
+    let mut extra = super::containers::remove_dead_auto_remove(&containers, a.dry_run)?;
     let container_roots = super::containers::ContainerRoots {
         containers: containers.list()?,
     };
     if a.all {
+        extra += store.cache_disk_usage();
         let n = if a.dry_run {
             store.cache_entries()?.len()
         } else {
             store.cache_clear()?
         };
-        println!(
+        outln!(
             "{} {n} build-cache records",
             if a.dry_run { "Would remove" } else { "Removed" }
-        );
+        )?;
         // RUN --mount=type=cache directories and context stat caches go with the build cache
         for dir in ["cachemounts", "statcache"] {
             let p = root.join(dir);
+            extra += lade_cache::disk_usage(&p);
             if !a.dry_run && p.exists() {
                 std::fs::remove_dir_all(&p)
                     .with_context(|| format!("cannot remove {}", p.display()))?;
@@ -904,7 +905,7 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     } else {
         "Total reclaimed space"
     };
-    outln!("{what}: {}", human_size(r.bytes_freed))?;
+    outln!("{what}: {}", human_size(r.bytes_freed + extra))?;
     Ok(ExitCode::SUCCESS)
 }
 

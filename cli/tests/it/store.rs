@@ -990,3 +990,68 @@ fn import_tag_rmi_inspect_history_prune() {
     assert_eq!(run_ok(ts.lade().args(["images", "-q"])), "");
     assert!(run_ok(ts.lade().args(["system", "check"])).contains("images: 0, blobs: 0"));
 }
+
+/// The bytes of a `human_size` figure (`3.15MB`, `0B`).
+fn parse_size(s: &str) -> f64 {
+    let s = s.trim();
+    let at = s.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let (n, unit) = s.split_at(at);
+    let mult = match unit {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => panic!("unit {other}"),
+    };
+    n.parse::<f64>().unwrap() * mult
+}
+
+fn reclaimed(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Total reclaimed space: ") || l.starts_with("Reclaimable space: "))
+        .unwrap_or_else(|| panic!("no space line in {out}"));
+    parse_size(line.rsplit(": ").next().unwrap())
+}
+
+#[test]
+fn prune_counts_everything_it_removes() {
+    let ts = TestStore::new();
+    imported(&ts, "lade-store-test/keep:1");
+    // What `prune --all` removes besides the store's blobs: cache mounts and stat caches, and
+    // what `run --rm` left in the container trash (which every prune empties).
+    let fill = |rel: &str, seed: u64| {
+        let p = ts.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        random_file(&p, 1 << 20, seed);
+    };
+    fill("containers/.trash/0123/upper/big", 1);
+    let mib = f64::from(1u32 << 20);
+    let dry = run_ok(ts.lade().args(["prune", "--dry-run"]));
+    assert!(reclaimed(&dry) >= mib, "{dry}");
+    let out = run_ok(ts.lade().arg("prune"));
+    assert!(
+        reclaimed(&out) >= mib && reclaimed(&out) < 2.0 * mib,
+        "{out}"
+    );
+    assert!(!ts.root.join("containers/.trash/0123").exists());
+
+    fill("containers/.trash/4567/upper/big", 2);
+    fill("cachemounts/abc/big", 3);
+    fill("statcache/index", 4);
+    let dry = run_ok(ts.lade().args(["prune", "--all", "--dry-run"]));
+    assert!(reclaimed(&dry) >= 3.0 * mib, "{dry}");
+    assert!(ts.root.join("cachemounts/abc/big").exists());
+    let out = run_ok(ts.lade().args(["prune", "--all"]));
+    assert!(
+        reclaimed(&out) >= 3.0 * mib && reclaimed(&out) < 4.0 * mib,
+        "{out}"
+    );
+    for gone in ["containers/.trash/4567", "cachemounts", "statcache"] {
+        assert!(!ts.root.join(gone).exists(), "{gone} is still there");
+    }
+    // The image is still there, and a second prune finds nothing.
+    assert!(run_ok(ts.lade().arg("images")).contains("lade-store-test/keep"));
+    let again = run_ok(ts.lade().args(["prune", "--all"]));
+    assert_eq!(reclaimed(&again), 0.0, "{again}");
+}
