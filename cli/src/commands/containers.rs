@@ -297,8 +297,8 @@ pub struct CommitArgs {
     /// Author of the new image
     #[arg(short, long)]
     author: Option<String>,
-    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
-    /// WORKDIR, VOLUME, STOPSIGNAL); repeatable
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK,
+    /// LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable
     #[arg(short, long, value_name = "INSTRUCTION")]
     change: Vec<String>,
     /// Commit message
@@ -364,10 +364,7 @@ pub fn commit_config(base: &Value, meta: &RunMeta, commit: &Commit<'_>) -> Resul
     set_or_remove(&mut cfg, "Env", json!(c.env));
     set_or_remove(&mut cfg, "WorkingDir", json!(c.working_dir));
     set_or_remove(&mut cfg, "User", json!(c.user));
-    for ch in changes {
-        super::images::apply_change(&mut cfg, ch)
-            .with_context(|| format!("invalid --change {ch:?}"))?;
-    }
+    super::images::apply_changes(&mut cfg, changes)?;
     obj.insert("config".into(), Value::Object(cfg));
     obj.insert("created".into(), json!(created));
     obj.insert("container".into(), json!(container_id));

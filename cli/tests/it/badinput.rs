@@ -167,7 +167,7 @@ fn bad_files_and_paths_are_named_with_what_was_expected() {
     );
     fails_clearly(
         ts.lade().args(["import", "-c", "ENV =x", "-"]),
-        &["--change", "KEY=VALUE"],
+        &["--change", "ENV names can not be blank"],
     );
 
     // lade save -o

@@ -1055,3 +1055,124 @@ fn prune_counts_everything_it_removes() {
     let again = run_ok(ts.lade().args(["prune", "--all"]));
     assert_eq!(reclaimed(&again), 0.0, "{again}");
 }
+
+/// The `Config` fields `--change` can set, from an inspect's `Config`, with docker's `null`
+/// and Lade's absent field alike.
+fn change_fields(config: &serde_json::Value) -> BTreeMap<&'static str, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for k in [
+        "Cmd",
+        "Entrypoint",
+        "Env",
+        "ExposedPorts",
+        "Healthcheck",
+        "Labels",
+        "OnBuild",
+        "StopSignal",
+        "User",
+        "Volumes",
+        "WorkingDir",
+    ] {
+        let v = config.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        if !v.is_null() && v != "" {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+#[test]
+fn import_changes_give_the_config_docker_import_gives() {
+    let ts = TestStore::new();
+    let tar = ts.path("rootfs.tar");
+    base_rootfs_tar(&tar);
+    let name = format!("lade-store-test/{}:1", unique("change"));
+    let _img = DockerImage { name: name.clone() };
+    let cases: &[&[&str]] = &[
+        &[
+            r#"ENV A=1 B="two words""#,
+            "ENV C $A",
+            "WORKDIR $A/x",
+            "WORKDIR rel/../y",
+            "EXPOSE 8000-8002 53/UDP",
+            "HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost",
+            "ONBUILD RUN echo hi",
+            "onbuild copy a b",
+            "LABEL l=$A other=\"x y\"",
+            r#"VOLUME ["/v1", "/v2"]"#,
+            "USER $A:2",
+            "CMD echo hi",
+        ],
+        &[r#"CMD ["a"]"#, r#"ENTRYPOINT ["e", "f"]"#],
+        &[r#"ENTRYPOINT ["e"]"#, "CMD b"],
+        &["ENTRYPOINT e x", "HEALTHCHECK NONE"],
+        &["ENTRYPOINT []", "CMD []", "VOLUME /a /b", "LABEL a b c"],
+        &[
+            "HEALTHCHECK --interval=1m --timeout=3s --start-period=2s CMD [\"/bin/true\"]",
+            "EXPOSE 80 80/tcp 9/sctp",
+        ],
+    ];
+    for changes in cases {
+        let with = |cmd: &mut Command| {
+            for c in *changes {
+                cmd.arg("--change").arg(c);
+            }
+            cmd.arg(&tar).arg(&name);
+        };
+        let mut d = docker();
+        d.arg("import");
+        with(&mut d);
+        run_ok(&mut d);
+        let mut l = ts.lade();
+        l.arg("import");
+        with(&mut l);
+        run_ok(&mut l);
+        let dv: serde_json::Value =
+            serde_json::from_str(&run_ok(docker().args(["inspect", &name]))).unwrap();
+        let lv: serde_json::Value =
+            serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+        let want = change_fields(&dv[0]["Config"]);
+        assert!(!want.is_empty(), "{changes:?}: {dv}");
+        assert_eq!(change_fields(&lv[0]["Config"]), want, "{changes:?}");
+    }
+    // STOPSIGNAL (newer docker accepts it, the 20.10 daemon here does not).
+    run_ok(
+        ts.lade()
+            .args(["import", "-c", "STOPSIGNAL SIGINT"])
+            .arg(&tar)
+            .arg(&name),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+    assert_eq!(v[0]["Config"]["StopSignal"], "SIGINT");
+
+    // What docker refuses, Lade refuses, saying why.
+    let before = ts.fingerprint();
+    for (change, why) in [
+        ("RUN make", "RUN cannot be used with --change"),
+        ("FROM scratch", "FROM cannot be used with --change"),
+        ("ENV =x", "ENV names can not be blank"),
+        ("EXPOSE 70000", "invalid containerPort: 70000"),
+        ("EXPOSE 80/xyz", "invalid proto: xyz"),
+        ("ONBUILD ONBUILD RUN x", "ONBUILD"),
+        ("WORKDIR", "WORKDIR"),
+    ] {
+        let derr = run_fail(docker().args(["import", "-c", change]).arg(&tar).arg(&name));
+        assert!(derr.contains("Error"), "{change}: {derr}");
+        let err = run_fail(
+            ts.lade()
+                .args(["import", "-c", change])
+                .arg(&tar)
+                .arg(&name),
+        );
+        assert!(
+            err.starts_with(&format!("error: invalid --change {change:?}: ")) && err.contains(why),
+            "{change}: {err}"
+        );
+    }
+    assert_eq!(
+        ts.fingerprint(),
+        before,
+        "a refused --change changed the store"
+    );
+}
