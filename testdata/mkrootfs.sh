@@ -30,9 +30,21 @@ mkdir -p "$dest"/{bin,sbin,etc,root,tmp,proc,sys,dev,home/lade,usr/bin,usr/sbin,
 chmod 1777 "$dest/tmp" "$dest/var/tmp"
 chmod 700 "$dest/root"
 
+# A static busybox (busybox-static), not the dynamic one of Debian's `busybox` package: the
+# rootfs has no libraries. Told apart with ldd (libc-bin, always installed; `file` may not be),
+# which says so for a static binary (and exits 1, hence the `|| true`).
+is_static() {
+  local out
+  out=$(ldd "$1" 2>&1 || true)
+  case "$out" in
+    *"not a dynamic executable"* | *"statically linked"*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 busybox=""
 for cand in /bin/busybox /usr/bin/busybox; do
-  if [ -x "$cand" ] && file -L "$cand" 2>/dev/null | grep -q "statically linked"; then
+  if [ -x "$cand" ] && is_static "$cand"; then
     busybox=$cand
     break
   fi
@@ -49,7 +61,7 @@ else
   echo "mkrootfs: busybox-static not installed; copying host binaries" >&2
   for b in sh ls cat echo true false env id mkdir rm cp mv ln chmod touch sleep stat readlink \
            head tail wc grep sed sort printf test uname hostname ps kill find tr cut; do
-    src=$(command -v "$b" 2>/dev/null) || continue
+    src=$(type -P "$b") || continue  # the file, not a shell builtin of that name
     src=$(readlink -f "$src")
     cp "$src" "$dest/bin/$b"
     ldd "$src" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do

@@ -3,8 +3,9 @@
 //! Reads docker-archive tarballs (`docker save` of docker <= 24: `<id>/layer.tar`,
 //! `<config>.json`, `manifest.json`; docker >= 25: the same `manifest.json` over an OCI layout)
 //! and OCI image-layout archives (`skopeo copy ... oci-archive:`), whole-archive gzip/zstd or
-//! not, in one streaming pass: every non-JSON file is staged as a layer (validated, diffID
-//! computed while it is written), JSON files are kept in memory (capped). Only when every config
+//! not, in one streaming pass: every layer is staged as a blob (validated, diffID computed
+//! while it is written), JSON documents are kept in memory (capped; entries are told apart by
+//! name first, then by content, see `route`). Only when every config
 //! and layer digest has been verified are the staged blobs renamed into the store and the names
 //! written, so a refused archive leaves the store unchanged.
 //!
@@ -146,6 +147,7 @@ fn read_json_entry<R: Read>(r: R, name: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::TooLarge {
             what: format!("JSON document {name} in the archive"),
             limit: MAX_JSON_BYTES,
+            setting: None,
         })
 }
 
@@ -193,12 +195,7 @@ fn intake<'s, R: Read + Send>(store: &'s Store, input: R) -> Result<Intake<'s>> 
         let size = e.header().entry_size().unwrap_or(0);
         let mut br = BufReader::with_capacity(256 * 1024, e);
         let head = br.fill_buf().map_err(stream_err)?;
-        // Layers are recognised by content (tar magic, compression magic) or size; small other
-        // files (JSON, VERSION, tiny empty layers) are kept in memory.
-        let is_small = size <= MAX_JSON_BYTES
-            && Compression::detect(head) == Compression::None
-            && !looks_like_tar(head);
-        if is_small {
+        if route(&name, head, size) == Route::Memory {
             let v = read_json_entry(&mut br, &name)?;
             if v.len() as u64 != size {
                 return Err(Error::Format(format!(
@@ -211,6 +208,7 @@ fn intake<'s, R: Read + Send>(store: &'s Store, input: R) -> Result<Intake<'s>> 
                 return Err(Error::TooLarge {
                     what: "JSON documents in the archive".into(),
                     limit: 16 * MAX_JSON_BYTES,
+                    setting: None,
                 });
             }
             if let Some(d) = promised(&name) {
@@ -249,6 +247,49 @@ fn intake<'s, R: Read + Send>(store: &'s Store, input: R) -> Result<Intake<'s>> 
 
 fn looks_like_tar(head: &[u8]) -> bool {
     head.len() >= 263 && &head[257..262] == b"ustar"
+}
+
+/// Where [`intake`] puts an archive entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Read into memory, capped at [`MAX_JSON_BYTES`] (a bigger one is refused as too large).
+    Memory,
+    /// Staged as a layer blob (validated while it is written).
+    Layer,
+}
+
+/// Routes an entry by name first: the documents of the archive formats (`manifest.json`,
+/// `index.json`, `oci-layout`, `repositories`, docker-archive configs `<hex>.json`, the legacy
+/// `<id>/json` and `<id>/VERSION`) are JSON whatever their size, so an oversized one is refused
+/// as too large rather than misread as a layer. A `blobs/sha256/<hex>` name does not say what
+/// the blob is, and the index naming it may come later in the stream: tar or compression magic
+/// makes it a layer, a JSON opening (`{`) a document (configs, manifests, nested indexes);
+/// anything else small is kept in memory (tiny layers, e.g. an empty tar, have no magic) and
+/// anything else big is a layer.
+fn route(name: &str, head: &[u8], size: u64) -> Route {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let in_root = !name.contains('/');
+    let top_dir_file = name.split('/').count() == 2;
+    let named_json = matches!(
+        name,
+        "manifest.json" | "index.json" | "oci-layout" | "repositories"
+    ) || (in_root && base.ends_with(".json"))
+        || (top_dir_file && (base == "json" || base == "VERSION"));
+    if named_json {
+        return Route::Memory;
+    }
+    if Compression::detect(head) != Compression::None || looks_like_tar(head) {
+        return Route::Layer;
+    }
+    let json_start = head
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if json_start || size <= MAX_JSON_BYTES {
+        Route::Memory
+    } else {
+        Route::Layer
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -690,4 +731,88 @@ pub fn save<W: Write>(store: &Store, images: &[SaveImage], out: &mut W) -> Resul
 /// Opens `path` for [`load`] (convenience for callers that have a file).
 pub fn open_archive(path: &std::path::Path) -> Result<File> {
     File::open(path).ctx("open archive", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A JSON document just over the cap.
+    fn big_json() -> Vec<u8> {
+        let mut v = b"{\"pad\":\"".to_vec();
+        v.resize(MAX_JSON_BYTES as usize + 10, b'x');
+        v.extend_from_slice(b"\"}");
+        v
+    }
+
+    #[test]
+    fn entries_are_routed_by_name_then_content() {
+        let big = MAX_JSON_BYTES + 1;
+        let tar = tar_of(&[("f", b"x")]);
+        let gz = [0x1f, 0x8b, 8, 0];
+        for name in [
+            "manifest.json",
+            "index.json",
+            "oci-layout",
+            "repositories",
+            "0123abcd.json",
+            "0123abcd/json",
+            "0123abcd/VERSION",
+        ] {
+            // Even with a layer's magic: the name says what it is.
+            assert_eq!(route(name, &tar, big), Route::Memory, "{name}");
+            assert_eq!(route(name, b"{}", 2), Route::Memory, "{name}");
+        }
+        let blob = "blobs/sha256/00";
+        assert_eq!(route(blob, &tar, 10), Route::Layer);
+        assert_eq!(route(blob, &gz, big), Route::Layer);
+        assert_eq!(route(blob, b" \n{\"a\":1}", big), Route::Memory);
+        assert_eq!(route(blob, &[0u8; 1024], 1024), Route::Memory);
+        assert_eq!(route(blob, b"\x00garbage", big), Route::Layer);
+        assert_eq!(route("0123abcd/layer.tar", &tar, big), Route::Layer);
+        assert_eq!(route("dir/x.json", &tar, big), Route::Layer);
+    }
+
+    #[test]
+    fn an_oversized_json_document_is_refused_as_too_large() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path().join("root")).unwrap();
+        let big = big_json();
+        let hex = "a".repeat(64);
+        let blob = format!("blobs/sha256/{hex}");
+        for (name, want) in [
+            ("manifest.json", "manifest.json"),
+            ("index.json", "index.json"),
+            ("0123abcd.json", "0123abcd.json"),
+            (blob.as_str(), blob.as_str()),
+        ] {
+            let archive = tar_of(&[("oci-layout", b"{}"), (name, &big)]);
+            match load(&s, &archive[..]) {
+                Err(Error::TooLarge { what, limit, .. }) => {
+                    assert!(what.contains(want), "{name}: {what}");
+                    assert_eq!(limit, MAX_JSON_BYTES);
+                }
+                other => panic!("{name}: expected TooLarge, got {other:?}"),
+            }
+        }
+        assert!(s.images().unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(s.root().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
 }

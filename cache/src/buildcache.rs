@@ -136,6 +136,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Bytes on disk the build-cache index takes (what [`Store::cache_clear`] frees).
+    pub fn cache_disk_usage(&self) -> u64 {
+        crate::gc::disk_usage(&self.cache_dir())
+    }
+
     /// Removes every build-cache record and lock file (`lade builder prune`). Needs the
     /// exclusive store lock so no build is using them. Returns the number of records removed.
     pub fn cache_clear(&self) -> Result<usize> {

@@ -210,6 +210,7 @@ pub struct LimitedReader<R> {
     read: u64,
     limit: u64,
     what: String,
+    setting: Option<&'static str>,
 }
 
 impl<R: Read> LimitedReader<R> {
@@ -219,7 +220,14 @@ impl<R: Read> LimitedReader<R> {
             read: 0,
             limit,
             what: what.into(),
+            setting: None,
         }
+    }
+
+    /// Names the environment variable that sets `limit`, for the error message.
+    pub fn setting(mut self, name: &'static str) -> Self {
+        self.setting = Some(name);
+        self
     }
 }
 
@@ -231,6 +239,7 @@ impl<R: Read> Read for LimitedReader<R> {
             return Err(io::Error::other(Error::TooLarge {
                 what: self.what.clone(),
                 limit: self.limit,
+                setting: self.setting,
             }));
         }
         Ok(n)

@@ -47,9 +47,14 @@ pub enum Error {
     /// The input is not a format we can read.
     #[error("{0}")]
     Format(String),
-    /// More bytes than allowed (decompression bomb, oversized JSON).
-    #[error("{what} exceeds the limit of {limit} bytes; refusing it (raise the limit if it is legitimate)")]
-    TooLarge { what: String, limit: u64 },
+    /// More bytes than allowed (decompression bomb, oversized JSON). `setting` names the
+    /// environment variable that sets the limit, when one does.
+    #[error("{what} exceeds the limit of {limit} bytes; refusing it ({})", raise_hint(*.setting))]
+    TooLarge {
+        what: String,
+        limit: u64,
+        setting: Option<&'static str>,
+    },
     /// A JSON document could not be (de)serialised.
     #[error("invalid JSON in {what}: {source}")]
     Json {
@@ -77,6 +82,14 @@ pub enum Error {
     /// The store is locked by another process and the operation asked not to wait.
     #[error("store {} is in use by another lade process; try again when it is done", .0.display())]
     Busy(PathBuf),
+}
+
+/// What to do about an [`Error::TooLarge`] input that is legitimate.
+fn raise_hint(setting: Option<&str>) -> String {
+    match setting {
+        Some(s) => format!("set {s} to a higher number of bytes if it is legitimate"),
+        None => "raise the limit if it is legitimate".into(),
+    }
 }
 
 impl Error {
@@ -249,6 +262,7 @@ mod tests {
         let too = Error::TooLarge {
             what: "layer".into(),
             limit: 1,
+            setting: None,
         };
         assert!(matches!(
             Error::take_embedded(too.into_io()),

@@ -60,7 +60,9 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
-fn disk_usage(p: &Path) -> u64 {
+/// Bytes on disk (allocated blocks) of `p` and everything below it, symlinks not followed;
+/// 0 if it does not exist.
+pub fn disk_usage(p: &Path) -> u64 {
     let Ok(m) = fs::symlink_metadata(p) else {
         return 0;
     };

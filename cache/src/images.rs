@@ -4,7 +4,9 @@
 //! list is the config's `rootfs.diff_ids` (each a layer record, see layers.rs). Names live in one
 //! small JSON file, `refs.json`: `{"version":1,"refs":{"<normalised ref>":"<image id>"}}`. Keys
 //! are full references (`docker.io/library/busybox:latest`, `localhost:5000/x@sha256:...`) or,
-//! for an image kept without a name, its ID itself (docker's `<none>:<none>`). The file is read
+//! for an image kept without a name, its ID itself (docker's `<none>:<none>`); an optional
+//! `"tagged":{"<image id>":"<RFC 3339>"}` keeps when a user last named each image (docker's
+//! `LastTagTime`). The file is read
 //! without a lock (it is only ever replaced by rename) and rewritten under `refs.lock`.
 //! A few hundred entries parse in microseconds, needing no database dependency.
 
@@ -36,6 +38,11 @@ pub struct RefIndex {
     pub version: u32,
     /// Reference (or bare image ID for unnamed images) -> image ID.
     pub refs: BTreeMap<String, Digest>,
+    /// Image ID -> when a user last gave it a name (RFC 3339; `lade tag`, `build -t`,
+    /// `import`, `commit`): docker's `Metadata.LastTagTime`. Names that came with the image
+    /// (`load`, `pull`) do not count, as in docker. Dropped with the image's last name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged: BTreeMap<Digest, String>,
 }
 
 /// An image in the store.
@@ -126,7 +133,7 @@ impl Store {
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RefIndex {
                 version: 1,
-                refs: BTreeMap::new(),
+                ..RefIndex::default()
             }),
             Err(e) => Err(e).ctx("read", p),
         }
@@ -145,6 +152,16 @@ impl Store {
         let mut idx = self.refs()?;
         let before = idx.clone();
         let out = f(&mut idx)?;
+        let named: std::collections::BTreeSet<&Digest> = idx.refs.values().collect();
+        let stale: Vec<Digest> = idx
+            .tagged
+            .keys()
+            .filter(|id| !named.contains(id))
+            .cloned()
+            .collect();
+        for id in stale {
+            idx.tagged.remove(&id);
+        }
         if idx != before {
             self.sync()?;
             idx.version = 1;
@@ -266,6 +283,22 @@ impl Store {
         })
     }
 
+    /// [`Store::tag`] done by a user (`lade tag`, `build -t`, `import NAME`, `commit NAME`):
+    /// also records `when` (RFC 3339) as the image's last tag time (see [`RefIndex::tagged`]).
+    pub fn tag_at(&self, reference: &Reference, id: &Digest, when: &str) -> Result<Option<Digest>> {
+        self.update_refs(|idx| {
+            let prev = idx.refs.insert(reference.to_string(), id.clone());
+            idx.refs.remove(id.as_str());
+            idx.tagged.insert(id.clone(), when.to_string());
+            Ok(prev)
+        })
+    }
+
+    /// When a user last gave image `id` a name (see [`RefIndex::tagged`]), if ever.
+    pub fn last_tag_time(&self, id: &Digest) -> Result<Option<String>> {
+        Ok(self.refs()?.tagged.remove(id))
+    }
+
     /// Keeps an image that has no name (shown as `<none>` by `lade images`), unless it is
     /// already named.
     pub fn keep_unnamed(&self, id: &Digest) -> Result<()> {
@@ -372,6 +405,37 @@ mod tests {
         let img2 = s.create_image(&config, None).unwrap();
         assert_eq!(s.images().unwrap()[0].tags.len(), 0);
         assert_eq!(s.remove_image(&img2.id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn last_tag_time_is_kept_while_the_image_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path().join("root")).unwrap();
+        let config: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }))
+        .unwrap();
+        let a = Reference::parse("me/app:1").unwrap();
+        let b = Reference::parse("me/app:2").unwrap();
+        let img = s.create_image(&config, Some(&a)).unwrap();
+        // A name that came with the image (load, pull) is no tag time.
+        assert_eq!(s.last_tag_time(&img.id).unwrap(), None);
+        s.tag_at(&b, &img.id, "2026-01-02T03:04:05.000000006Z")
+            .unwrap();
+        assert_eq!(
+            s.last_tag_time(&img.id).unwrap().as_deref(),
+            Some("2026-01-02T03:04:05.000000006Z")
+        );
+        s.tag(&a, &img.id).unwrap();
+        assert!(s.last_tag_time(&img.id).unwrap().is_some());
+        s.untag(&a).unwrap();
+        assert!(s.last_tag_time(&img.id).unwrap().is_some());
+        s.untag(&b).unwrap();
+        assert_eq!(s.last_tag_time(&img.id).unwrap(), None);
+        assert!(!fs::read_to_string(s.root().join("refs.json"))
+            .unwrap()
+            .contains("tagged"));
     }
 
     #[test]

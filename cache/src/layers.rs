@@ -23,7 +23,7 @@ use crate::digest::{Digest, Hasher, HashingReader, LimitedReader};
 use crate::error::{Error, IoContext, Result};
 use crate::extract::{extract, ExtractOptions, WhiteoutMode};
 use crate::lock::{lock, LockKind};
-use crate::store::{BlobWriter, StagedBlob, Store};
+use crate::store::{BlobWriter, StagedBlob, Store, MAX_LAYER_BYTES_ENV};
 use crate::tarfmt::{write_tar, Compression, TarOptions};
 
 /// One blob holding a layer.
@@ -118,7 +118,8 @@ impl<R: Read> Read for Tee<'_, '_, R> {
 /// Checks every entry of a layer tar (names and hardlink targets must stay below the root,
 /// whiteouts must name something) and reads it to the end. Returns the uncompressed size.
 fn scan_layer<R: Read>(r: R, what: &str, max: u64) -> Result<u64> {
-    let limited = LimitedReader::new(r, max, format!("uncompressed {what}"));
+    let limited =
+        LimitedReader::new(r, max, format!("uncompressed {what}")).setting(MAX_LAYER_BYTES_ENV);
     let mut counted = CountingReader {
         inner: limited,
         n: 0,

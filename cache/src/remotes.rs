@@ -63,6 +63,7 @@ impl Store {
             Ok(b) if b.len() as u64 > MAX_JSON_BYTES => Err(Error::TooLarge {
                 what: p.display().to_string(),
                 limit: MAX_JSON_BYTES,
+                setting: None,
             }),
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Json {
                 what: p.display().to_string(),

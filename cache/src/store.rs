@@ -27,6 +27,10 @@ use crate::lock::{lock, LockGuard, LockKind};
 /// Largest JSON document (config, manifest, index) the store reads into memory.
 pub const MAX_JSON_BYTES: u64 = 16 << 20;
 
+/// Environment variable that sets [`StoreOptions::max_layer_bytes`] (default
+/// [`crate::extract::DEFAULT_MAX_BYTES`]).
+pub const MAX_LAYER_BYTES_ENV: &str = "LADE_MAX_LAYER_BYTES";
+
 /// Tunables of a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -43,7 +47,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             fsync: std::env::var_os("LADE_NO_FSYNC").is_none(),
-            max_layer_bytes: std::env::var("LADE_MAX_LAYER_BYTES")
+            max_layer_bytes: std::env::var(MAX_LAYER_BYTES_ENV)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(crate::extract::DEFAULT_MAX_BYTES),
@@ -220,6 +224,7 @@ impl Store {
             .ok_or_else(|| Error::TooLarge {
                 what: format!("blob {d}"),
                 limit,
+                setting: None,
             })
     }
 

@@ -485,6 +485,11 @@ impl ContainerStore {
         Ok(dest)
     }
 
+    /// The directory removed containers wait in until [`ContainerStore::purge_trash`].
+    pub fn trash_dir(&self) -> PathBuf {
+        self.root.join(TRASH)
+    }
+
     /// Whether `.trash/` holds anything (one `readdir` entry at most is read).
     pub fn has_trash(&self) -> bool {
         std::fs::read_dir(self.root.join(TRASH)).is_ok_and(|mut rd| rd.next().is_some())

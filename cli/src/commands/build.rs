@@ -404,8 +404,9 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
             if tags.is_empty() {
                 store.keep_unnamed(&img.id)?;
             }
+            let now = super::timefmt::now_rfc3339();
             for t in &tags {
-                store.tag(t, &img.id)?;
+                store.tag_at(t, &img.id, &now)?;
             }
         }
         Output::Archive(dest) => {

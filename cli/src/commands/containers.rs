@@ -65,19 +65,31 @@ fn docker_time(secs: u64) -> String {
         .replace('Z', " +0000 UTC")
 }
 
-/// Removes `lade run --rm` containers whose lade process died before it could remove them
-/// (`lade prune` does this before marking).
-pub fn remove_dead_auto_remove(containers: &ContainerStore) -> Result<usize> {
-    let mut n = 0;
+/// Removes `lade run --rm` containers whose lade process died before it could remove them,
+/// and what earlier removals left in the trash (`lade prune` does this before marking).
+/// With `dry_run` only measures. Returns the bytes on disk freed (or that would be).
+pub fn remove_dead_auto_remove(containers: &ContainerStore, dry_run: bool) -> Result<u64> {
+    let mut bytes = 0;
     for c in containers.list()? {
         let dead = matches!(c.status, Status::Exited { code: None, .. });
         if dead && meta_of(&c).is_some_and(|m| m.auto_remove) {
-            containers.remove(&c.id)?;
-            n += 1;
+            bytes += lade_cache::disk_usage(containers.get(&c.id)?.dir());
+            if !dry_run {
+                containers.remove(&c.id)?;
+            }
         }
     }
-    containers.purge_trash()?;
-    Ok(n)
+    // The entries of the trash, not the directory itself (it stays).
+    if let Ok(rd) = std::fs::read_dir(containers.trash_dir()) {
+        bytes += rd
+            .flatten()
+            .map(|e| lade_cache::disk_usage(&e.path()))
+            .sum::<u64>();
+    }
+    if !dry_run {
+        containers.purge_trash()?;
+    }
+    Ok(bytes)
 }
 
 fn now_secs() -> u64 {
@@ -285,8 +297,8 @@ pub struct CommitArgs {
     /// Author of the new image
     #[arg(short, long)]
     author: Option<String>,
-    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
-    /// WORKDIR, VOLUME, STOPSIGNAL); repeatable
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK,
+    /// LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable
     #[arg(short, long, value_name = "INSTRUCTION")]
     change: Vec<String>,
     /// Commit message
@@ -352,10 +364,7 @@ pub fn commit_config(base: &Value, meta: &RunMeta, commit: &Commit<'_>) -> Resul
     set_or_remove(&mut cfg, "Env", json!(c.env));
     set_or_remove(&mut cfg, "WorkingDir", json!(c.working_dir));
     set_or_remove(&mut cfg, "User", json!(c.user));
-    for ch in changes {
-        super::images::apply_change(&mut cfg, ch)
-            .with_context(|| format!("invalid --change {ch:?}"))?;
-    }
+    super::images::apply_changes(&mut cfg, changes)?;
     obj.insert("config".into(), Value::Object(cfg));
     obj.insert("created".into(), json!(created));
     obj.insert("container".into(), json!(container_id));
@@ -452,7 +461,7 @@ pub fn commit(g: &Global, a: CommitArgs) -> Result<ExitCode> {
     let img = store.put_config(&serde_json::to_vec(&config)?)?;
     match &name {
         Some(n) => {
-            store.tag(n, &img.id)?;
+            store.tag_at(n, &img.id, &now_rfc3339())?;
         }
         None => store.keep_unnamed(&img.id)?,
     }

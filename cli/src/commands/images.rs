@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use lade_cache::archive::{self, SaveImage};
 use lade_cache::{Digest, Image, Mtime, Reference, Store, TarOptions};
+use lade_solver::dockerfile::image::Config as ChangeConfig;
 use serde_json::{json, Map, Value};
 
 use super::timefmt::{human_size, now_rfc3339, since};
@@ -200,8 +201,8 @@ fn open_input(p: &Path, what: &str) -> Result<File> {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
-    /// WORKDIR, VOLUME, STOPSIGNAL); repeatable
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK,
+    /// LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable
     #[arg(short, long, value_name = "INSTRUCTION")]
     change: Vec<String>,
     /// Commit message stored in the history
@@ -216,9 +217,7 @@ pub struct ImportArgs {
 pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
     let name = a.name.as_deref().map(Reference::parse).transpose()?;
     let mut config: Map<String, Value> = Map::new();
-    for c in &a.change {
-        apply_change(&mut config, c).with_context(|| format!("invalid --change {c:?}"))?;
-    }
+    apply_changes(&mut config, &a.change)?;
     let store = open(g)?;
     let src = &a.source;
     let rec = if src.as_os_str() == "-" {
@@ -267,7 +266,7 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
     let img = store.put_config(&bytes)?;
     match &name {
         Some(n) => {
-            store.tag(n, &img.id)?;
+            store.tag_at(n, &img.id, &now_rfc3339())?;
         }
         None => store.keep_unnamed(&img.id)?,
     }
@@ -275,125 +274,33 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Splits `KEY VALUE` / JSON array forms of a Dockerfile instruction.
-fn json_or_shell(rest: &str) -> Value {
-    if let Ok(v) = serde_json::from_str::<Vec<String>>(rest) {
-        return json!(v);
+/// Applies `--change` instructions (see [`lade_solver::dockerfile::change`]) to the `config`
+/// object of an image config. Fields the instructions do not touch, including ones Lade does
+/// not model (docker's `Hostname`...), stay as they are.
+pub(super) fn apply_changes(cfg: &mut Map<String, Value>, changes: &[String]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
     }
-    json!(["/bin/sh", "-c", rest])
-}
-
-fn key_values(rest: &str) -> Result<Vec<(String, String)>> {
-    let rest = rest.trim();
-    if !rest.contains('=') {
-        let (k, v) = rest
-            .split_once(char::is_whitespace)
-            .context("expected KEY VALUE or KEY=VALUE")?;
-        return Ok(vec![(k.to_string(), v.trim().to_string())]);
-    }
-    let mut out = Vec::new();
-    for word in shell_words(rest) {
-        let (k, v) = word.split_once('=').context("expected KEY=VALUE")?;
-        if k.is_empty() {
-            bail!("{word:?} has no name before '=': expected KEY=VALUE");
-        }
-        out.push((k.to_string(), v.to_string()));
-    }
-    Ok(out)
-}
-
-fn shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut any = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (None, '"') | (None, '\'') => {
-                quote = Some(c);
-                any = true;
-            }
-            (_, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
+    let mut c: ChangeConfig = serde_json::from_value(Value::Object(cfg.clone()))
+        .context("the image's config object is not valid, so --change cannot apply to it")?;
+    let before = serde_json::to_value(&c)?;
+    lade_solver::dockerfile::change::apply_changes(&mut c, changes).map_err(anyhow::Error::msg)?;
+    let after = serde_json::to_value(&c)?;
+    let (Value::Object(before), Value::Object(after)) = (before, after) else {
+        bail!("an image config did not serialise to an object");
+    };
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for k in keys {
+        if before.get(k) != after.get(k) {
+            match after.get(k) {
+                Some(v) => {
+                    cfg.insert(k.clone(), v.clone());
                 }
-            }
-            (None, c) if c.is_whitespace() => {
-                if any || !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (_, c) => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-pub(super) fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
-    let change = change.trim();
-    let (ins, rest) = change
-        .split_once(char::is_whitespace)
-        .unwrap_or((change, ""));
-    let rest = rest.trim();
-    if ins.is_empty() {
-        bail!("empty --change: give a Dockerfile instruction, e.g. --change 'CMD [\"sh\"]'");
-    }
-    if rest.is_empty() {
-        bail!("{ins} needs an argument");
-    }
-    match ins.to_ascii_uppercase().as_str() {
-        "CMD" => {
-            cfg.insert("Cmd".into(), json_or_shell(rest));
-        }
-        "ENTRYPOINT" => {
-            cfg.insert("Entrypoint".into(), json_or_shell(rest));
-        }
-        "ENV" => {
-            let env = cfg.entry("Env").or_insert_with(|| json!([]));
-            for (k, v) in key_values(rest)? {
-                if let Some(arr) = env.as_array_mut() {
-                    arr.retain(|e| e.as_str().and_then(|s| s.split_once('=')).is_none_or(|(ek, _)| ek != k));
-                    arr.push(json!(format!("{k}={v}")));
+                None => {
+                    cfg.remove(k);
                 }
             }
         }
-        "LABEL" => {
-            let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
-            for (k, v) in key_values(rest)? {
-                labels[k] = json!(v);
-            }
-        }
-        "EXPOSE" => {
-            let ports = cfg.entry("ExposedPorts").or_insert_with(|| json!({}));
-            for p in rest.split_whitespace() {
-                let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
-                ports[p] = json!({});
-            }
-        }
-        "VOLUME" => {
-            let vols = cfg.entry("Volumes").or_insert_with(|| json!({}));
-            let list: Vec<String> = serde_json::from_str(rest)
-                .unwrap_or_else(|_| rest.split_whitespace().map(String::from).collect());
-            for v in list {
-                vols[v] = json!({});
-            }
-        }
-        "USER" => {
-            cfg.insert("User".into(), json!(rest));
-        }
-        "WORKDIR" => {
-            cfg.insert("WorkingDir".into(), json!(rest));
-        }
-        "STOPSIGNAL" => {
-            cfg.insert("StopSignal".into(), json!(rest));
-        }
-        other => bail!("{other} is not supported by --change (use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL)"),
     }
     Ok(())
 }
@@ -537,7 +444,7 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
             a.target
         );
     }
-    store.tag(&target, &id)?;
+    store.tag_at(&target, &id, &now_rfc3339())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -696,7 +603,10 @@ pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
             "Type": "layers",
             "Layers": img.layers,
         },
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        // docker's zero time when no user ever tagged it (a loaded or pulled image)
+        "Metadata": {"LastTagTime": store
+            .last_tag_time(&img.id)?
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())},
     });
     if let Some(var) = raw.get("variant") {
         v["Variant"] = var.clone();
@@ -704,15 +614,38 @@ pub fn inspect_value(store: &Store, img: &Image) -> Result<Value> {
     Ok(v)
 }
 
+/// `docker inspect`: the images found, as one JSON array on stdout, then one line on stderr
+/// per argument that names no image (docker's own words; a malformed name or an ambiguous ID
+/// prefix gets the reason instead) and exit status 1 if there was one.
 pub fn inspect(g: &Global, a: InspectArgs) -> Result<ExitCode> {
     let store = open(g)?;
     let mut out = Vec::new();
+    let mut missing = Vec::new();
     for i in &a.images {
-        let img = store.image(i)?;
-        out.push(inspect_value(&store, &img)?);
+        match store.image(i) {
+            Ok(img) => out.push(inspect_value(&store, &img)?),
+            // An ambiguous ID prefix or a malformed name says what is wrong with it.
+            Err(e @ lade_cache::Error::InvalidReference { .. }) => {
+                missing.push(format!("error: {e}"))
+            }
+            Err(lade_cache::Error::NotFound(m)) if m.contains("ambiguous") => {
+                missing.push(format!("error: {m}"));
+            }
+            Err(lade_cache::Error::NotFound(_)) => {
+                missing.push(format!("Error: No such object: {i}"));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {i}")),
+        }
     }
     outln!("{}", serde_json::to_string_pretty(&out)?)?;
-    Ok(ExitCode::SUCCESS)
+    for m in &missing {
+        eprintln!("{m}");
+    }
+    Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Debug, Args)]
@@ -833,27 +766,28 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     let store = Store::open_exclusive(&root)
         .with_context(|| format!("cannot lock the store at {} exclusively", root.display()))?;
     // Containers keep their image and committed layers; `run --rm` containers whose lade was
-    // killed go first.
+    // killed go first, with the container trash. Space outside blobs/layers/snapshots that
+    // prune frees is counted in `extra`.
     let containers = super::containers::container_store(&root)?;
-    if !a.dry_run {
-        super::containers::remove_dead_auto_remove(&containers)?;
-    }
+    let mut extra = super::containers::remove_dead_auto_remove(&containers, a.dry_run)?;
     let container_roots = super::containers::ContainerRoots {
         containers: containers.list()?,
     };
     if a.all {
+        extra += store.cache_disk_usage();
         let n = if a.dry_run {
             store.cache_entries()?.len()
         } else {
             store.cache_clear()?
         };
-        println!(
+        outln!(
             "{} {n} build-cache records",
             if a.dry_run { "Would remove" } else { "Removed" }
-        );
+        )?;
         // RUN --mount=type=cache directories and context stat caches go with the build cache
         for dir in ["cachemounts", "statcache"] {
             let p = root.join(dir);
+            extra += lade_cache::disk_usage(&p);
             if !a.dry_run && p.exists() {
                 std::fs::remove_dir_all(&p)
                     .with_context(|| format!("cannot remove {}", p.display()))?;
@@ -878,7 +812,7 @@ pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     } else {
         "Total reclaimed space"
     };
-    outln!("{what}: {}", human_size(r.bytes_freed))?;
+    outln!("{what}: {}", human_size(r.bytes_freed + extra))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -935,27 +869,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn changes() {
-        let mut c = Map::new();
-        apply_change(&mut c, r#"CMD ["/bin/sh","-c","echo hi"]"#).unwrap();
-        apply_change(&mut c, "ENTRYPOINT /bin/run").unwrap();
-        apply_change(&mut c, "ENV A=1 B=\"two words\"").unwrap();
-        apply_change(&mut c, "ENV C 3").unwrap();
-        apply_change(&mut c, "EXPOSE 80 53/udp").unwrap();
-        apply_change(&mut c, "LABEL a=b").unwrap();
-        apply_change(&mut c, "WORKDIR /app").unwrap();
-        apply_change(&mut c, "USER 1000:1000").unwrap();
-        assert!(apply_change(&mut c, "RUN x").is_err());
-        assert!(apply_change(&mut c, "").is_err());
-        assert!(apply_change(&mut c, "CMD").is_err());
-        assert!(apply_change(&mut c, "ENV =x").is_err());
-        let v = Value::Object(c);
-        assert_eq!(v["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
-        assert_eq!(v["Entrypoint"], json!(["/bin/sh", "-c", "/bin/run"]));
-        assert_eq!(v["Env"], json!(["A=1", "B=two words", "C=3"]));
-        assert_eq!(v["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+    fn changes_keep_what_they_do_not_touch() {
+        let mut c = json!({"Hostname": "", "Cmd": ["old"], "Env": null, "ArgsEscaped": true,
+                           "Labels": {"a": "b"}})
+        .as_object()
+        .cloned()
+        .unwrap();
+        apply_changes(&mut c, &[]).unwrap();
+        assert_eq!(c["Env"], Value::Null);
+        apply_changes(
+            &mut c,
+            &["ENV A=1".into(), "EXPOSE 80".into(), "ONBUILD RUN x".into()],
+        )
+        .unwrap();
+        let v = Value::Object(c.clone());
+        assert_eq!(v["Hostname"], "");
+        assert_eq!(v["Cmd"], json!(["old"]));
+        assert_eq!(v["ArgsEscaped"], true);
         assert_eq!(v["Labels"], json!({"a": "b"}));
-        assert_eq!(v["WorkingDir"], json!("/app"));
-        assert_eq!(v["User"], json!("1000:1000"));
+        assert_eq!(v["Env"], json!(["A=1"]));
+        assert_eq!(v["ExposedPorts"], json!({"80/tcp": {}}));
+        assert_eq!(v["OnBuild"], json!(["RUN x"]));
+        // A CMD change is classic-builder style: no ArgsEscaped.
+        apply_changes(&mut c, &["CMD echo hi".into()]).unwrap();
+        assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
+        assert!(!c.contains_key("ArgsEscaped"));
+        let e = apply_changes(&mut c, &["RUN x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RUN cannot be used with --change"), "{e}");
     }
 }

@@ -91,7 +91,7 @@ pub enum Command {
 pub fn run(command: Command, global: &Global) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => {
-            println!("lade {}", env!("CARGO_PKG_VERSION"));
+            crate::output::outln!("lade {}", env!("CARGO_PKG_VERSION"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Login(args) => login::login(args),

@@ -162,6 +162,15 @@ fn docker_archive_round_trip() {
         inspect[0]["Config"]["Cmd"],
         serde_json::json!(["cat", "/app/hello"])
     );
+    assert_eq!(
+        inspect[0]["Created"],
+        docker_inspect(&app.name, "{{.Created}}")
+    );
+    // Loaded, not tagged by a user: docker's zero time, as `docker load` gives.
+    assert_eq!(
+        inspect[0]["Metadata"]["LastTagTime"],
+        "0001-01-01T00:00:00Z"
+    );
 
     // The layer snapshots, stacked by overlayfs, are the image's filesystem.
     assert_eq!(
@@ -191,6 +200,10 @@ fn docker_archive_round_trip() {
         "config changed in the round trip"
     );
     assert_eq!(docker_inspect(&name, "{{json .RootFS.Layers}}"), layers);
+    assert_eq!(
+        docker_inspect(&name, "{{.Metadata.LastTagTime}}"),
+        "0001-01-01 00:00:00 +0000 UTC"
+    );
     let ran = run_ok(docker().args(["run", "--rm", "--network=none", &name]));
     assert_eq!(ran, "hello\n");
     assert_eq!(
@@ -292,6 +305,122 @@ fn oci_archive_round_trip_via_skopeo() {
     let _ = docker_id;
 }
 
+/// Whole seconds since the Unix epoch of an RFC 3339 UTC time (`...Z`).
+fn epoch_secs(t: &str) -> i64 {
+    let out = run_ok(Command::new("date").args(["-u", "-d", t, "+%s"]));
+    out.trim().parse().unwrap()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn inspect_prints_what_it_found_and_names_what_it_did_not_like_docker() {
+    let ts = TestStore::new();
+    let tar = ts.path("rootfs.tar");
+    base_rootfs_tar(&tar);
+    let name = format!("lade-store-test/{}:1", unique("insp"));
+    let missing = format!("lade-store-test/{}:1", unique("missing"));
+    let t0 = now_secs();
+    run_ok(ts.lade().arg("import").arg(&tar).arg(&name));
+    let _img = DockerImage { name: name.clone() };
+    run_ok(docker().arg("import").arg(&tar).arg(&name));
+
+    let both = |cmd: &mut Command| {
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        vec![name.as_str(), missing.as_str()],
+        vec![missing.as_str(), name.as_str(), missing.as_str()],
+        vec![missing.as_str()],
+    ] {
+        let (lcode, lout, lerr) = both(ts.lade().arg("inspect").args(&args));
+        let (dcode, dout, derr) = both(docker().arg("inspect").args(&args));
+        assert_eq!(lcode, dcode, "{args:?}: exit status");
+        assert_eq!(lcode, Some(1));
+        assert_eq!(lerr, derr, "{args:?}: stderr");
+        let ids = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["RepoTags"][0].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&lout), ids(&dout), "{args:?}: images found");
+    }
+
+    // A malformed name gets the reason (docker only says "No such object"), found images
+    // are still printed.
+    let out = ts
+        .lade()
+        .args(["inspect", &name, "Not A Reference"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: invalid reference \"Not A Reference\""),
+        "{err}"
+    );
+
+    // Created is the config's; LastTagTime is when a user last named the image.
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+    let created = v[0]["Created"].as_str().unwrap();
+    assert!(created.ends_with('Z') && created.len() > 20, "{created}");
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            ts.root.join("blobs/sha256").join(
+                v[0]["Id"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("sha256:")
+                    .unwrap(),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v[0]["Created"], cfg["created"]);
+    let tagged = v[0]["Metadata"]["LastTagTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (c, t) = (epoch_secs(created), epoch_secs(&tagged));
+    assert!(t0 <= c && c <= t && t <= now_secs(), "{created} {tagged}");
+    let other = format!("lade-store-test/{}:2", unique("insp"));
+    run_ok(ts.lade().args(["tag", &name, &other]));
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+    let retagged = v[0]["Metadata"]["LastTagTime"].as_str().unwrap();
+    assert!(
+        retagged != tagged && epoch_secs(retagged) >= t,
+        "{retagged} after {tagged}"
+    );
+    // Saved and loaded elsewhere, it was not tagged there: docker's zero time, as docker
+    // load gives.
+    let archive = ts.path("insp.tar");
+    run_ok(ts.lade().args(["save", "-o"]).arg(&archive).arg(&name));
+    let ts2 = TestStore::new();
+    run_ok(ts2.lade().arg("load").arg("-i").arg(&archive));
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts2.lade().args(["inspect", &name]))).unwrap();
+    assert_eq!(v[0]["Metadata"]["LastTagTime"], "0001-01-01T00:00:00Z");
+    assert_eq!(v[0]["Created"], created);
+}
+
 /// A store with one imported image, and its `lade save` archive bytes.
 fn imported(ts: &TestStore, name: &str) -> Vec<u8> {
     let tar = ts.path("rootfs.tar");
@@ -348,6 +477,76 @@ fn own_archives_and_compressed_archives_load() {
     }
 }
 
+#[test]
+fn save_to_stdout_is_the_file_archive_and_docker_loads_it() {
+    let ts = TestStore::new();
+    let name = format!("lade-store-test/{}:1", unique("stdout"));
+    let tar = ts.path("rootfs.tar");
+    base_rootfs_tar(&tar);
+    run_ok(
+        ts.lade()
+            .args(["import", "--change", r#"CMD ["echo", "from stdout"]"#])
+            .arg(&tar)
+            .arg(&name),
+    );
+    let file = ts.path("saved.tar");
+    run_ok(ts.lade().args(["save", "-o"]).arg(&file).arg(&name));
+    let out = ts
+        .lade()
+        .args(["save", &name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_file = std::fs::read(&file).unwrap();
+    assert!(from_file.len() > 100_000);
+    assert!(
+        out.stdout == from_file,
+        "stdout archive ({} bytes) differs from the -o archive ({} bytes)",
+        out.stdout.len(),
+        from_file.len()
+    );
+
+    // Piped straight into `docker load`, the image runs.
+    let _img = DockerImage { name: name.clone() };
+    let mut save = ts
+        .lade()
+        .args(["save", &name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = docker()
+        .arg("load")
+        .stdin(Stdio::from(save.stdout.take().unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        save.wait().unwrap().success(),
+        "lade save to the pipe failed"
+    );
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let said = String::from_utf8_lossy(&load.stdout);
+    assert!(said.contains(&format!("Loaded image: {name}")), "{said}");
+    let ran = run_ok(docker().args(["run", "--rm", "--network=none", &name]));
+    assert_eq!(ran, "from stdout\n");
+}
+
 /// Rebuilds a tar from (name, kind, data, link) entries, names written verbatim.
 fn raw_tar(entries: &[(String, u8, Vec<u8>, String)]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -389,13 +588,28 @@ fn entries_of(tar_bytes: &[u8]) -> Vec<(String, u8, Vec<u8>, String)> {
         .collect()
 }
 
-/// A docker-archive with one image whose single layer is `layer`.
+/// A docker-archive with one image whose single layer is `layer` (an uncompressed tar).
 fn docker_archive_with_layer(
     layer: &[u8],
     extra: Vec<(String, u8, Vec<u8>, String)>,
     layer_name: &str,
 ) -> Vec<u8> {
-    let diff = format!("sha256:{}", sha256_hex(layer));
+    docker_archive(
+        layer,
+        &format!("sha256:{}", sha256_hex(layer)),
+        extra,
+        layer_name,
+    )
+}
+
+/// A docker-archive with one image whose single layer is the blob `layer` (compressed or not)
+/// with diffID `diff`.
+fn docker_archive(
+    layer: &[u8],
+    diff: &str,
+    extra: Vec<(String, u8, Vec<u8>, String)>,
+    layer_name: &str,
+) -> Vec<u8> {
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [diff]},
@@ -505,6 +719,18 @@ fn bad_archives_are_refused_and_change_nothing() {
         ),
         "outside the archive",
     ));
+    // A JSON document over the 16 MiB cap is refused as such, not misread as a layer.
+    let mut big = b"[{\"Config\":\"".to_vec();
+    big.resize((16 << 20) + 100, b'x');
+    big.extend_from_slice(b"\"}]");
+    let mut e = entries_of(&docker_archive_with_layer(&layer, vec![], "l1/layer.tar"));
+    let mi = e.iter().position(|e| e.0 == "manifest.json").unwrap();
+    e[mi].2 = big;
+    cases.push((
+        "oversized manifest.json",
+        raw_tar(&e),
+        "JSON document manifest.json in the archive exceeds the limit of 16777216 bytes",
+    ));
     cases.push((
         "not an archive",
         b"hello world".repeat(100),
@@ -521,27 +747,55 @@ fn bad_archives_are_refused_and_change_nothing() {
         assert_eq!(ts.temp_entries(), 0, "{label}: temp files left behind");
     }
 
-    // Decompression bomb: a small gzip layer that inflates past the cap.
+    // Decompression bombs, against a lowered per-layer cap: a small gzip or zstd layer that
+    // inflates past it, a plain layer over it, and a whole archive gzipped around a layer over it.
     let zeros = raw_tar(&[("zeros".to_string(), b'0', vec![0u8; 4 << 20], String::new())]);
+    let zeros_diff = format!("sha256:{}", sha256_hex(&zeros));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&zeros).unwrap();
-    let bomb_layer = gz.finish().unwrap();
-    let _ = bomb_layer;
-    let p = ts.path("bomb.tar");
-    std::fs::write(
-        &p,
-        docker_archive_with_layer(&zeros, vec![], "l1/layer.tar"),
-    )
-    .unwrap();
-    let err = run_fail(
-        ts.lade()
-            .env("LADE_MAX_LAYER_BYTES", "1000000")
-            .arg("load")
-            .arg("-i")
-            .arg(&p),
-    );
-    assert!(err.contains("exceeds the limit of 1000000 bytes"), "{err}");
-    assert_eq!(ts.fingerprint(), before, "bomb: the store changed");
+    let gzip_layer = gz.finish().unwrap();
+    let zstd_layer = zstd::encode_all(&zeros[..], 19).unwrap();
+    assert!(gzip_layer.len() < 64 << 10 && zstd_layer.len() < 64 << 10);
+    let plain = docker_archive_with_layer(&zeros, vec![], "l1/layer.tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&plain).unwrap();
+    let gzip_archive = gz.finish().unwrap();
+    assert!(gzip_archive.len() < 64 << 10);
+    let bombs = [
+        (
+            "gzip layer",
+            docker_archive(&gzip_layer, &zeros_diff, vec![], "l1/layer.tar"),
+        ),
+        (
+            "zstd layer",
+            docker_archive(&zstd_layer, &zeros_diff, vec![], "l1/layer.tar"),
+        ),
+        ("plain layer", plain),
+        ("gzip archive", gzip_archive),
+    ];
+    for (label, bytes) in bombs {
+        let p = ts.path("bomb.tar");
+        std::fs::write(&p, &bytes).unwrap();
+        let err = run_fail(
+            ts.lade()
+                .env("LADE_MAX_LAYER_BYTES", "1000000")
+                .arg("load")
+                .arg("-i")
+                .arg(&p),
+        );
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("exceeds the limit of 1000000 bytes")
+                && err.contains("set LADE_MAX_LAYER_BYTES to a higher number"),
+            "{label}: {err}"
+        );
+        assert_eq!(ts.fingerprint(), before, "{label}: the store changed");
+        assert_eq!(ts.temp_entries(), 0, "{label}: temp files left behind");
+        // Under the default cap the same archive is a valid one.
+        let other = TestStore::new();
+        let out = run_ok(other.lade().arg("load").arg("-i").arg(&p));
+        assert_eq!(out.trim(), "Loaded image: lade-store-test/bad:1", "{label}");
+    }
     let ok = run_ok(ts.lade().args(["system", "check", "--verify"]));
     assert!(ok.contains("store is consistent"), "{ok}");
 }
@@ -735,4 +989,190 @@ fn import_tag_rmi_inspect_history_prune() {
     assert!(!out.contains("reclaimed space: 0B"), "{out}");
     assert_eq!(run_ok(ts.lade().args(["images", "-q"])), "");
     assert!(run_ok(ts.lade().args(["system", "check"])).contains("images: 0, blobs: 0"));
+}
+
+/// The bytes of a `human_size` figure (`3.15MB`, `0B`).
+fn parse_size(s: &str) -> f64 {
+    let s = s.trim();
+    let at = s.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let (n, unit) = s.split_at(at);
+    let mult = match unit {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => panic!("unit {other}"),
+    };
+    n.parse::<f64>().unwrap() * mult
+}
+
+fn reclaimed(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Total reclaimed space: ") || l.starts_with("Reclaimable space: "))
+        .unwrap_or_else(|| panic!("no space line in {out}"));
+    parse_size(line.rsplit(": ").next().unwrap())
+}
+
+#[test]
+fn prune_counts_everything_it_removes() {
+    let ts = TestStore::new();
+    imported(&ts, "lade-store-test/keep:1");
+    // What `prune --all` removes besides the store's blobs: cache mounts and stat caches, and
+    // what `run --rm` left in the container trash (which every prune empties).
+    let fill = |rel: &str, seed: u64| {
+        let p = ts.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        random_file(&p, 1 << 20, seed);
+    };
+    fill("containers/.trash/0123/upper/big", 1);
+    let mib = f64::from(1u32 << 20);
+    let dry = run_ok(ts.lade().args(["prune", "--dry-run"]));
+    assert!(reclaimed(&dry) >= mib, "{dry}");
+    let out = run_ok(ts.lade().arg("prune"));
+    assert!(
+        reclaimed(&out) >= mib && reclaimed(&out) < 2.0 * mib,
+        "{out}"
+    );
+    assert!(!ts.root.join("containers/.trash/0123").exists());
+
+    fill("containers/.trash/4567/upper/big", 2);
+    fill("cachemounts/abc/big", 3);
+    fill("statcache/index", 4);
+    let dry = run_ok(ts.lade().args(["prune", "--all", "--dry-run"]));
+    assert!(reclaimed(&dry) >= 3.0 * mib, "{dry}");
+    assert!(ts.root.join("cachemounts/abc/big").exists());
+    let out = run_ok(ts.lade().args(["prune", "--all"]));
+    assert!(
+        reclaimed(&out) >= 3.0 * mib && reclaimed(&out) < 4.0 * mib,
+        "{out}"
+    );
+    for gone in ["containers/.trash/4567", "cachemounts", "statcache"] {
+        assert!(!ts.root.join(gone).exists(), "{gone} is still there");
+    }
+    // The image is still there, and a second prune finds nothing.
+    assert!(run_ok(ts.lade().arg("images")).contains("lade-store-test/keep"));
+    let again = run_ok(ts.lade().args(["prune", "--all"]));
+    assert_eq!(reclaimed(&again), 0.0, "{again}");
+}
+
+/// The `Config` fields `--change` can set, from an inspect's `Config`, with docker's `null`
+/// and Lade's absent field alike.
+fn change_fields(config: &serde_json::Value) -> BTreeMap<&'static str, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for k in [
+        "Cmd",
+        "Entrypoint",
+        "Env",
+        "ExposedPorts",
+        "Healthcheck",
+        "Labels",
+        "OnBuild",
+        "StopSignal",
+        "User",
+        "Volumes",
+        "WorkingDir",
+    ] {
+        let v = config.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        if !v.is_null() && v != "" {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+#[test]
+fn import_changes_give_the_config_docker_import_gives() {
+    let ts = TestStore::new();
+    let tar = ts.path("rootfs.tar");
+    base_rootfs_tar(&tar);
+    let name = format!("lade-store-test/{}:1", unique("change"));
+    let _img = DockerImage { name: name.clone() };
+    let cases: &[&[&str]] = &[
+        &[
+            r#"ENV A=1 B="two words""#,
+            "ENV C $A",
+            "WORKDIR $A/x",
+            "WORKDIR rel/../y",
+            "EXPOSE 8000-8002 53/UDP",
+            "HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost",
+            "ONBUILD RUN echo hi",
+            "onbuild copy a b",
+            "LABEL l=$A other=\"x y\"",
+            r#"VOLUME ["/v1", "/v2"]"#,
+            "USER $A:2",
+            "CMD echo hi",
+        ],
+        &[r#"CMD ["a"]"#, r#"ENTRYPOINT ["e", "f"]"#],
+        &[r#"ENTRYPOINT ["e"]"#, "CMD b"],
+        &["ENTRYPOINT e x", "HEALTHCHECK NONE"],
+        &["ENTRYPOINT []", "CMD []", "VOLUME /a /b", "LABEL a b c"],
+        &[
+            "HEALTHCHECK --interval=1m --timeout=3s --start-period=2s CMD [\"/bin/true\"]",
+            "EXPOSE 80 80/tcp 9/sctp",
+        ],
+    ];
+    for changes in cases {
+        let with = |cmd: &mut Command| {
+            for c in *changes {
+                cmd.arg("--change").arg(c);
+            }
+            cmd.arg(&tar).arg(&name);
+        };
+        let mut d = docker();
+        d.arg("import");
+        with(&mut d);
+        run_ok(&mut d);
+        let mut l = ts.lade();
+        l.arg("import");
+        with(&mut l);
+        run_ok(&mut l);
+        let dv: serde_json::Value =
+            serde_json::from_str(&run_ok(docker().args(["inspect", &name]))).unwrap();
+        let lv: serde_json::Value =
+            serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+        let want = change_fields(&dv[0]["Config"]);
+        assert!(!want.is_empty(), "{changes:?}: {dv}");
+        assert_eq!(change_fields(&lv[0]["Config"]), want, "{changes:?}");
+    }
+    // STOPSIGNAL (newer docker accepts it, the 20.10 daemon here does not).
+    run_ok(
+        ts.lade()
+            .args(["import", "-c", "STOPSIGNAL SIGINT"])
+            .arg(&tar)
+            .arg(&name),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ts.lade().args(["inspect", &name]))).unwrap();
+    assert_eq!(v[0]["Config"]["StopSignal"], "SIGINT");
+
+    // What docker refuses, Lade refuses, saying why.
+    let before = ts.fingerprint();
+    for (change, why) in [
+        ("RUN make", "RUN cannot be used with --change"),
+        ("FROM scratch", "FROM cannot be used with --change"),
+        ("ENV =x", "ENV names can not be blank"),
+        ("EXPOSE 70000", "invalid containerPort: 70000"),
+        ("EXPOSE 80/xyz", "invalid proto: xyz"),
+        ("ONBUILD ONBUILD RUN x", "ONBUILD"),
+        ("WORKDIR", "WORKDIR"),
+    ] {
+        let derr = run_fail(docker().args(["import", "-c", change]).arg(&tar).arg(&name));
+        assert!(derr.contains("Error"), "{change}: {derr}");
+        let err = run_fail(
+            ts.lade()
+                .args(["import", "-c", change])
+                .arg(&tar)
+                .arg(&name),
+        );
+        assert!(
+            err.starts_with(&format!("error: invalid --change {change:?}: ")) && err.contains(why),
+            "{change}: {err}"
+        );
+    }
+    assert_eq!(
+        ts.fingerprint(),
+        before,
+        "a refused --change changed the store"
+    );
 }

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use lade_cache::Store;
 use lade_parser::instruction::{
-    Add, Arg, Cmd, CommandLine, Copy, Entrypoint, Env, Expose, Healthcheck, Label, NetworkMode,
-    Run, Source, Volume,
+    Add, Arg, Cmd, CommandLine, Copy, Entrypoint, Env, Expose, Label, NetworkMode, Run, Source,
+    Volume,
 };
 use lade_parser::shell::Lexer;
 use lade_parser::{Command, Dockerfile, Instruction, Span};
 
+use super::change::{
+    check_signal, command_argv, expand_port, healthcheck, set_entrypoint, workdir,
+};
 use super::image::{
     fill_created, go_duration, go_list, go_quote_list, go_quote_rune, Config, History, HistoryItem,
     ImageFile, RootFs, HISTORY_COMMENT,
@@ -1005,20 +1008,11 @@ impl<'a> Lowerer<'a> {
                         "cannot normalize nothing: WORKDIR needs a path",
                     ));
                 }
-                let current = if st.config.working_dir.is_empty() {
-                    "/".to_string()
-                } else {
-                    st.config.working_dir.clone()
-                };
                 // BuildKit's dispatchWorkdir: an absolute path is kept as written (config,
                 // history and RUN's cwd: `/a/b/../c` makes the RUN sandbox create `/a/b`, as
                 // runc does), a relative one is joined to the current dir (cleaned); the
                 // mkdir is of the cleaned path
-                let wd = if path.starts_with('/') {
-                    path.clone()
-                } else {
-                    lade_executor::rootfs::join(&current, &path)
-                };
+                let wd = workdir(&st.config, &path);
                 st.config.working_dir = wd.clone();
                 if wd == "/" {
                     st.commit(format!("WORKDIR {wd}"), None);
@@ -1109,38 +1103,11 @@ impl<'a> Lowerer<'a> {
             Instruction::Entrypoint(Entrypoint { command }) => {
                 let args = self.with_shell(st, command);
                 st.commit(format!("ENTRYPOINT {}", go_quote_list(&args)), None);
-                st.config.entrypoint = Some(args).filter(|a| !a.is_empty());
-                if !st.cmd_set {
-                    st.config.cmd = None;
-                }
+                set_entrypoint(&mut st.config, args, st.cmd_set);
                 Ok(())
             }
             Instruction::Healthcheck(h) => {
-                let hc = match h {
-                    Healthcheck::None => super::image::Healthcheck {
-                        test: vec!["NONE".into()],
-                        ..Default::default()
-                    },
-                    Healthcheck::Cmd(c) => {
-                        let test = match &c.command {
-                            CommandLine::Shell(w) => vec!["CMD-SHELL".into(), w.value.clone()],
-                            CommandLine::Exec(ws) => std::iter::once("CMD".to_string())
-                                .chain(ws.iter().map(|w| w.value.clone()))
-                                .collect(),
-                        };
-                        let ns = |d: Option<std::time::Duration>| {
-                            d.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-                        };
-                        super::image::Healthcheck {
-                            test,
-                            interval: ns(c.interval),
-                            timeout: ns(c.timeout),
-                            start_period: ns(c.start_period),
-                            start_interval: ns(c.start_interval),
-                            retries: i64::from(c.retries.unwrap_or(0)),
-                        }
-                    }
-                };
+                let hc = healthcheck(h);
                 st.commit(
                     format!(
                         "HEALTHCHECK &{{{} {:?} {:?} {:?} {}}}",
@@ -1176,18 +1143,7 @@ impl<'a> Lowerer<'a> {
 
     /// The argv of CMD/ENTRYPOINT/RUN: exec form as is, shell form through SHELL.
     fn with_shell(&self, st: &State, c: &CommandLine) -> Vec<String> {
-        match c {
-            CommandLine::Exec(ws) => ws.iter().map(|w| w.value.clone()).collect(),
-            CommandLine::Shell(w) => {
-                let mut v = st
-                    .config
-                    .shell
-                    .clone()
-                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-                v.push(w.value.clone());
-                v
-            }
-        }
+        command_argv(&st.config, c)
     }
 
     fn dispatch_run(
@@ -1760,57 +1716,6 @@ enum CopyLike<'a> {
     Add(&'a Add),
 }
 
-/// docker's `nat.ParsePortSpecs` for one word: `80`, `80/udp`, `8000-8002/tcp`.
-fn expand_port(w: &str) -> Result<Vec<String>, String> {
-    let (ports, proto) = match w.split_once('/') {
-        Some((p, proto)) => (p, proto.to_lowercase()),
-        None => (w, "tcp".to_string()),
-    };
-    // ip:hostPort:containerPort forms keep only the container port
-    let ports = ports.rsplit(':').next().unwrap_or(ports);
-    let bad = || format!("invalid containerPort: {ports}");
-    let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (
-            a.parse::<u32>().map_err(|_| bad())?,
-            b.parse::<u32>().map_err(|_| bad())?,
-        ),
-        None => {
-            let p = ports.parse::<u32>().map_err(|_| bad())?;
-            (p, p)
-        }
-    };
-    if hi < lo || hi > 65535 {
-        return Err(bad());
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
-}
-
-fn check_signal(s: &str) -> Result<(), String> {
-    if let Ok(n) = s.parse::<u32>() {
-        if (1..=64).contains(&n) {
-            return Ok(());
-        }
-    }
-    let name = s.trim_start_matches("SIG");
-    const NAMES: &[&str] = &[
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
-        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
-        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
-        "RTMIN", "RTMAX",
-    ];
-    if NAMES.contains(&name)
-        || name
-            .strip_prefix("RTMIN+")
-            .or_else(|| name.strip_prefix("RTMAX-"))
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some()
-    {
-        Ok(())
-    } else {
-        Err(format!("invalid signal: {s}"))
-    }
-}
-
 #[allow(dead_code)]
 fn sorted_labels(m: &BTreeMap<String, String>) -> Vec<String> {
     m.iter().map(|(k, v)| format!("{k}={v}")).collect()
@@ -1842,16 +1747,5 @@ mod tests {
             ])
         );
         assert!(proxy_env(&[]).is_empty());
-    }
-
-    #[test]
-    fn ports_and_signals() {
-        assert_eq!(expand_port("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expand_port("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(expand_port("1-3").unwrap(), ["1/tcp", "2/tcp", "3/tcp"]);
-        assert!(expand_port("x").is_err());
-        assert!(check_signal("SIGINT").is_ok());
-        assert!(check_signal("9").is_ok());
-        assert!(check_signal("SIGNOPE").is_err());
     }
 }

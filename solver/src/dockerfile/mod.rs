@@ -14,6 +14,7 @@
 //! parent filesystem, source stages) and input digests (the build-context selection). The
 //! scheduler stays generic: it only sees vertices, digests and ops.
 
+pub mod change;
 pub mod image;
 mod lower;
 mod ops;
