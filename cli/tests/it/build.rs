@@ -1317,3 +1317,23 @@ RUN --mount=type=bind,from=tools,target=/t touch /t/ro 2>/dev/null && echo writa
     assert!(executed(&s).is_empty(), "{s:?}");
     f.check_store();
 }
+
+#[test]
+fn json_progress_names_each_step_as_written() {
+    let f = Fixture::new();
+    let text = "ARG BASE=base:1\nFROM ${BASE} AS build\nRUN echo a \\\n && echo b > /a\n\nFROM ${BASE}\nCOPY --from=build /a /a\nLABEL x=y\n";
+    f.dockerfile(text);
+    let s = f.build(&["--no-cache"]);
+    let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    // one base image is one step, named by the FROM that asked for it first, as written
+    assert_eq!(
+        names,
+        [
+            "FROM ${BASE} AS build",
+            "RUN echo a  && echo b > /a",
+            "COPY --from=build /a /a"
+        ],
+        "{s:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("base:1")), "{names:?}");
+}
