@@ -1749,6 +1749,62 @@ fn json_progress_names_each_step_as_written() {
     assert!(!names.iter().any(|n| n.contains("base:1")), "{names:?}");
 }
 
+/// Interface names in a `/proc/net/dev` listing.
+fn net_dev_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn network_host_and_none_for_the_build_and_per_run() {
+    let host_before = net_dev_names(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    assert!(
+        host_before.len() > 1,
+        "this test needs a host with an interface besides lo: {host_before:?}"
+    );
+    let f = Fixture::new();
+    f.dockerfile(
+        "FROM base:1\nRUN cat /proc/net/dev > /default.txt && ls /sys/class/net > /default-sys.txt\nRUN --network=host cat /proc/net/dev > /host.txt\nRUN --network=none cat /proc/net/dev > /none.txt && ls /sys/class/net > /none-sys.txt\n",
+    );
+    let with_none = f.export(&["--network", "none"]);
+    let with_host = f.export(&["--network", "host"]);
+    let host_after = net_dev_names(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    let read = |d: &Path, n: &str| std::fs::read_to_string(d.join(n)).unwrap();
+    let lo: std::collections::BTreeSet<String> = ["lo".to_string()].into();
+    // the host's interfaces, tolerating one appearing or going away during the build
+    let is_host = |seen: &std::collections::BTreeSet<String>| {
+        host_before
+            .intersection(&host_after)
+            .all(|i| seen.contains(i))
+            && seen
+                .iter()
+                .all(|i| host_before.contains(i) || host_after.contains(i))
+    };
+    for (dir, default_is_host) in [(&with_none, false), (&with_host, true)] {
+        let default = net_dev_names(&read(dir, "default.txt"));
+        if default_is_host {
+            assert!(
+                is_host(&default),
+                "--network host: {default:?} vs {host_before:?}"
+            );
+        } else {
+            assert_eq!(default, lo, "--network none");
+            assert_eq!(read(dir, "default-sys.txt"), "lo\n");
+        }
+        // RUN --network wins over the build's default either way
+        let host = net_dev_names(&read(dir, "host.txt"));
+        assert!(
+            is_host(&host),
+            "RUN --network=host: {host:?} vs {host_before:?}"
+        );
+        assert_eq!(net_dev_names(&read(dir, "none.txt")), lo);
+        assert_eq!(read(dir, "none-sys.txt"), "lo\n");
+    }
+}
+
 #[test]
 fn progress_tty_needs_a_terminal_and_draws_the_live_view() {
     crate::common::require_tool("script", "bsdutils");
@@ -1784,4 +1840,65 @@ fn progress_tty_needs_a_terminal_and_draws_the_live_view() {
     assert!(out.contains("\u{1b}["), "{out}");
     let id = std::fs::read_to_string(&id_file).unwrap();
     assert!(id.trim().starts_with("sha256:"), "{id}");
+}
+
+#[test]
+fn predefined_platform_args_match_buildkit() {
+    let f = Fixture::new();
+    let scratch = f.ts.path("docker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let base = crate::common::DockerImage {
+        name: format!("lade-build-test/{}:1", unique("args-base")),
+    };
+    run_ok(
+        crate::common::docker()
+            .arg("import")
+            .arg(base_tar())
+            .arg(&base.name),
+    );
+    let body = r#"RUN echo "before: TP=${TARGETPLATFORM-unset} BP=${BUILDPLATFORM-unset}" > /before.txt
+ARG BUILDPLATFORM
+ARG BUILDOS
+ARG BUILDARCH
+ARG BUILDVARIANT
+ARG TARGETPLATFORM
+ARG TARGETOS
+ARG TARGETARCH
+ARG TARGETVARIANT
+ARG NOTHING
+RUN echo "BP=$BUILDPLATFORM BO=$BUILDOS BA=$BUILDARCH BV=${BUILDVARIANT-unset} TP=$TARGETPLATFORM TO=$TARGETOS TA=$TARGETARCH TV=${TARGETVARIANT-unset} N=${NOTHING-unset}" > /args.txt
+"#;
+    // BuildKit's values
+    let ctx = scratch.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\n{body}", base.name),
+    )
+    .unwrap();
+    let theirs = scratch.join("out");
+    run_ok(
+        crate::common::docker()
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["build", "-q", "--network=none", "-o"])
+            .arg(format!("type=local,dest={}", theirs.display()))
+            .arg(&ctx),
+    );
+    // lade's
+    f.dockerfile(&format!("FROM base:1\n{body}"));
+    let ours = f.export(&[]);
+    for file in ["before.txt", "args.txt"] {
+        let want = std::fs::read_to_string(theirs.join(file)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ours.join(file)).unwrap(),
+            want,
+            "{file}"
+        );
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(
+            std::fs::read_to_string(ours.join("args.txt")).unwrap(),
+            "BP=linux/amd64 BO=linux BA=amd64 BV= TP=linux/amd64 TO=linux TA=amd64 TV= N=unset\n"
+        );
+    }
 }
