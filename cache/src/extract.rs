@@ -8,10 +8,12 @@
 //! (`O_NOFOLLOW|O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `linkat` without `AT_SYMLINK_FOLLOW`). Names are
 //! cleaned lexically first only to find the parent/leaf split; safety does not rest on that.
 //!
-//! Two whiteout modes: [`WhiteoutMode::Overlay`] (a layer unpacked alone as an overlayfs lower
+//! Three whiteout modes: [`WhiteoutMode::Overlay`] (a layer unpacked alone as an overlayfs lower
 //! layer: `.wh.x` becomes a `0:0` char device, `.wh..wh..opq` the `trusted.overlay.opaque=y`
-//! xattr) and [`WhiteoutMode::Apply`] (a layer applied onto an existing tree: `.wh.x` deletes the
-//! in-root `x`, `.wh..wh..opq` deletes what earlier layers put in the directory).
+//! xattr), [`WhiteoutMode::Apply`] (a layer applied onto an existing tree: `.wh.x` deletes the
+//! in-root `x`, `.wh..wh..opq` deletes what earlier layers put in the directory) and
+//! [`WhiteoutMode::Keep`] (an archive that is no layer, e.g. a build context: `.wh.` names are
+//! ordinary files, as docker keeps them).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -40,6 +42,8 @@ pub enum WhiteoutMode {
     Overlay,
     /// Apply the layer onto an existing tree (whiteouts delete).
     Apply,
+    /// Not a layer: `.wh.` entries are extracted as the files they are.
+    Keep,
 }
 
 /// Default cap on the uncompressed bytes of one layer or archive (64 GiB).
@@ -336,7 +340,11 @@ impl Extractor<'_> {
         let name = name.to_vec();
 
         // Whiteouts.
-        if let Some(target) = name.strip_prefix(b".wh.") {
+        let whiteout = match self.opts.whiteouts {
+            WhiteoutMode::Keep => None,
+            WhiteoutMode::Apply | WhiteoutMode::Overlay => name.strip_prefix(b".wh."),
+        };
+        if let Some(target) = whiteout {
             let fd = match self.resolve(&parent, self.opts.whiteouts == WhiteoutMode::Overlay) {
                 Ok(fd) => fd,
                 // Apply mode: nothing to delete when the directory is not there.
@@ -361,7 +369,8 @@ impl Extractor<'_> {
                 return Err(self.bad(&raw, "invalid whiteout name (whiteouts must name an entry)"));
             }
             match self.opts.whiteouts {
-                WhiteoutMode::Apply => {
+                // (Keep never gets here)
+                WhiteoutMode::Apply | WhiteoutMode::Keep => {
                     self.remove(&fd, target, false)?;
                 }
                 WhiteoutMode::Overlay => {
@@ -591,6 +600,8 @@ impl Extractor<'_> {
                     }
                 }
             }
+            // an opaque marker is an ordinary file there (never called)
+            WhiteoutMode::Keep => {}
         }
         Ok(())
     }

@@ -611,8 +611,15 @@ fn sniff(head: &[u8]) -> &'static str {
     }
 }
 
+/// Whether a stream starting with `head` (its first 512 bytes, or all of it when shorter) is an
+/// archive as the docker CLI tells a build context on stdin from a Dockerfile: compressed
+/// (gzip, bzip2, xz, zstd) or a tar with the `ustar` magic at offset 257.
+pub fn looks_like_archive(head: &[u8]) -> bool {
+    sniff(head) != "none" || head.get(257..262) == Some(b"ustar")
+}
+
 /// A decompressing reader for a (possibly compressed) archive.
-pub fn decompress(f: File) -> Result<Box<dyn Read + Send>> {
+pub fn decompress<R: Read + Send + 'static>(f: R) -> Result<Box<dyn Read + Send>> {
     let mut br = std::io::BufReader::with_capacity(1 << 20, f);
     let head = std::io::BufRead::fill_buf(&mut br)
         .map_err(|e| Error::Invalid(format!("cannot read archive: {e}")))?
@@ -673,4 +680,33 @@ fn is_archive(f: File) -> bool {
 /// True if `path` on the host is a tar archive (plain or compressed).
 pub fn is_archive_file(path: &Path) -> bool {
     File::open(path).map(is_archive).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_are_told_from_dockerfiles_by_magic() {
+        for head in [
+            &[0x1f, 0x8b, 8, 0][..],
+            b"BZh91AY",
+            &[0xfd, b'7', b'z', b'X', b'Z', 0, 0],
+            &[0x28, 0xb5, 0x2f, 0xfd, 0],
+        ] {
+            assert!(looks_like_archive(head), "{head:?}");
+        }
+        let mut tar = vec![0u8; 512];
+        tar[..10].copy_from_slice(b"Dockerfile");
+        tar[257..263].copy_from_slice(b"ustar\0");
+        assert!(looks_like_archive(&tar));
+        tar[257..265].copy_from_slice(b"ustar  \0");
+        assert!(looks_like_archive(&tar));
+        assert!(!looks_like_archive(b"FROM busybox\nRUN true\n"));
+        assert!(!looks_like_archive(b""));
+        // a Dockerfile that merely mentions ustar elsewhere stays a Dockerfile
+        let mut df = b"FROM x\n".repeat(60);
+        df.extend_from_slice(b"# ustar");
+        assert!(!looks_like_archive(&df[..df.len().min(512)]));
+    }
 }

@@ -351,6 +351,28 @@ fn apply_opaque_keeps_same_layer_entries() {
 }
 
 #[test]
+fn keep_mode_extracts_whiteout_names_as_files() {
+    let (_t, root, outside) = setup();
+    let opts = ExtractOptions {
+        whiteouts: WhiteoutMode::Keep,
+        ..Default::default()
+    };
+    let t = tar(&[
+        E::File("x", b"x"),
+        E::File(".wh.x", b"marker"),
+        E::Dir("d/"),
+        E::File("d/.wh..wh..opq", b""),
+        E::File("../outside/.wh.secret", b""),
+    ]);
+    extract(&t[..], &root, &opts).unwrap();
+    assert_eq!(fs::read(root.join("x")).unwrap(), b"x");
+    assert_eq!(fs::read(root.join(".wh.x")).unwrap(), b"marker");
+    assert!(root.join("d/.wh..wh..opq").is_file());
+    assert!(root.join("outside/.wh.secret").is_file());
+    host_untouched(&outside);
+}
+
+#[test]
 fn truncated_tar_is_an_error() {
     let (_t, root, _o) = setup();
     let t = tar(&[E::File("f", &[1u8; 5000])]);

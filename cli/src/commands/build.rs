@@ -19,6 +19,7 @@ use lade_solver::{Error as SolveError, Solver};
 
 use super::Global;
 use crate::diagnostics::{render, Severity};
+use crate::output::outln;
 use crate::progress::{Mode, Progress};
 
 #[derive(Debug, Args)]
@@ -26,7 +27,8 @@ pub struct BuildArgs {
     /// Name (and optionally tag) for the image; repeatable
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     tags: Vec<String>,
-    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from standard input
+    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from standard input. With a
+    /// context archive on stdin, its path inside the archive
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
     /// Set a build argument (`K=V`, or `K` to take the value from the environment)
@@ -53,13 +55,15 @@ pub struct BuildArgs {
     /// Print only the image ID
     #[arg(short, long)]
     quiet: bool,
-    /// Progress output: auto, tty, plain or json (JSON lines on stderr)
+    /// Progress output: auto, tty (needs a terminal), plain, json (JSON lines on stderr) or
+    /// quiet (as -q)
     #[arg(long, default_value = "auto")]
     progress: String,
     /// Target platform (os/arch[/variant]); default the host's
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
-    /// Output: type=image (default), docker|oci,dest=FILE, tar,dest=FILE|-, local,dest=DIR
+    /// Output: type=image (default), type=docker|oci|tar,dest=FILE (- for stdout),
+    /// type=local,dest=DIR; a bare DIR is type=local, a bare - is type=tar to stdout
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
     /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR; repeatable
@@ -70,21 +74,62 @@ pub struct BuildArgs {
     jobs: Option<usize>,
     #[command(flatten)]
     registry_opts: super::registry_opts::RegistryOpts,
-    /// The build context directory, or - for a Dockerfile on standard input and no context
+    /// The build context directory, or -: standard input holds a Dockerfile (no context) or a
+    /// tar archive of the context (plain, gzip, bzip2, xz or zstd)
     context: String,
 }
 
+/// Where a tarball output goes.
+#[derive(Debug, Clone, PartialEq)]
+enum Dest {
+    /// `dest=-`: standard output, which then carries nothing else.
+    Stdout,
+    File(PathBuf),
+}
+
+impl Dest {
+    fn new(p: PathBuf) -> Self {
+        if p.as_os_str() == "-" {
+            Dest::Stdout
+        } else {
+            Dest::File(p)
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
 enum Output {
     Image,
-    Archive(PathBuf),
-    Tar(PathBuf),
+    /// `type=docker|oci`: one tarball that is both a `docker load` archive and an OCI layout.
+    Archive(&'static str, Dest),
+    /// `type=tar`: the final filesystem as a tarball.
+    Tar(Dest),
     Local(PathBuf),
+}
+
+impl Output {
+    /// The output type and whether it goes to standard output.
+    fn stdout_kind(&self) -> Option<&'static str> {
+        match self {
+            Output::Archive(kind, Dest::Stdout) => Some(kind),
+            Output::Tar(Dest::Stdout) => Some("tar"),
+            _ => None,
+        }
+    }
 }
 
 fn parse_output(s: Option<&str>) -> Result<Output> {
     let Some(s) = s else {
         return Ok(Output::Image);
     };
+    // buildx: a bare value is a local directory, `-` the filesystem tarball on stdout
+    if !s.contains(['=', ',']) {
+        return Ok(match s {
+            "-" => Output::Tar(Dest::Stdout),
+            "" => bail!("empty --output: use type=TYPE[,dest=PATH], a directory or -"),
+            dir => Output::Local(PathBuf::from(dir)),
+        });
+    }
     let mut kind = None;
     let mut dest = None;
     for part in s.split(',') {
@@ -97,13 +142,22 @@ fn parse_output(s: Option<&str>) -> Result<Output> {
         }
     }
     let need = |d: Option<PathBuf>, t: &str| {
-        d.ok_or_else(|| anyhow::anyhow!("--output type={t} needs dest=PATH"))
+        d.ok_or_else(|| {
+            anyhow::anyhow!("--output type={t} needs dest=PATH (or dest=- for standard output)")
+        })
     };
     match kind.as_deref() {
         None | Some("image") => Ok(Output::Image),
-        Some("docker") | Some("oci") => Ok(Output::Archive(need(dest, "docker")?)),
-        Some("tar") => Ok(Output::Tar(need(dest, "tar")?)),
-        Some("local") => Ok(Output::Local(need(dest, "local")?)),
+        Some("docker") => Ok(Output::Archive("docker", Dest::new(need(dest, "docker")?))),
+        Some("oci") => Ok(Output::Archive("oci", Dest::new(need(dest, "oci")?))),
+        Some("tar") => Ok(Output::Tar(Dest::new(need(dest, "tar")?))),
+        Some("local") => {
+            let d = dest.ok_or_else(|| anyhow::anyhow!("--output type=local needs dest=DIR"))?;
+            if d.as_os_str() == "-" {
+                bail!("--output type=local writes a directory, not standard output: use type=tar,dest=- for a tarball");
+            }
+            Ok(Output::Local(d))
+        }
         Some(t) => bail!("unknown output type {t:?}: use image, docker, oci, tar or local"),
     }
 }
@@ -166,8 +220,269 @@ fn read_stdin() -> Result<String> {
     Ok(s)
 }
 
+/// Largest Dockerfile read from a context archive.
+const MAX_DOCKERFILE_BYTES: u64 = 64 << 20;
+
+/// The Dockerfile and the build context, wherever they came from.
+struct Sources {
+    /// How diagnostics name the Dockerfile.
+    df_name: String,
+    text: String,
+    context: Option<ContextDir>,
+}
+
+/// A context directory to walk.
+struct ContextDir {
+    dir: PathBuf,
+    ignore: Vec<String>,
+    /// A directory given by the user: its stat cache is kept between builds. A context
+    /// extracted from stdin is new each time, so it gets none.
+    keep_stat_cache: bool,
+    /// Holds the extracted context of `-` until the build is over.
+    _extracted: Option<tempfile::TempDir>,
+}
+
+/// `lade build ... -`: standard input holds a Dockerfile (no context) or a tar archive of the
+/// context (plain, gzip, bzip2, xz or zstd), told apart by their first bytes as the docker CLI
+/// does. `-f` then names the Dockerfile inside the archive; with a Dockerfile on stdin it is
+/// ambiguous and refused, as docker refuses it.
+fn stdin_sources(
+    file: Option<&Path>,
+    open_store: &dyn Fn() -> Result<Arc<Store>>,
+) -> Result<(Sources, Option<Arc<Store>>)> {
+    if file.is_some_and(|f| f.as_os_str() == "-") {
+        bail!(
+            "cannot read both the build context and the Dockerfile (-f -) from standard input: \
+             give the Dockerfile as a file, or pipe a tar archive of the context that holds it"
+        );
+    }
+    // not locked: the extraction reader takes `Stdin` itself (whose buffer still holds what
+    // the peek below read ahead)
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!(
+            "the build context is - but standard input is a terminal: pipe a Dockerfile, or a \
+             tar archive of the context (plain, gzip, bzip2, xz or zstd)"
+        );
+    }
+    let mut head = Vec::with_capacity(512);
+    (&mut stdin)
+        .take(512)
+        .read_to_end(&mut head)
+        .context("cannot read standard input")?;
+    if !lade_executor::copy::looks_like_archive(&head) {
+        if let Some(f) = file {
+            bail!(
+                "ambiguous Dockerfile source: standard input holds a Dockerfile and -f names {}: \
+                 drop -f, or pipe a tar archive of the context with the Dockerfile inside",
+                f.display()
+            );
+        }
+        let mut rest = Vec::new();
+        stdin
+            .read_to_end(&mut rest)
+            .context("cannot read the Dockerfile from standard input")?;
+        head.extend_from_slice(&rest);
+        let text = String::from_utf8(head)
+            .map_err(|_| anyhow::anyhow!("the Dockerfile on standard input is not UTF-8 text"))?;
+        let sources = Sources {
+            df_name: "Dockerfile".to_string(),
+            text,
+            context: None,
+        };
+        return Ok((sources, None));
+    }
+    let store = open_store()?;
+    let tmp = store.temp_dir("context-")?;
+    let what = "the build context archive on standard input";
+    let input = std::io::Cursor::new(head).chain(stdin);
+    let reader =
+        lade_executor::copy::decompress(input).with_context(|| format!("cannot read {what}"))?;
+    let opts = ExtractOptions {
+        whiteouts: WhiteoutMode::Keep,
+        what: what.to_string(),
+        ..Default::default()
+    };
+    extract(reader, tmp.path(), &opts).with_context(|| format!("cannot extract {what}"))?;
+    // Everything below is read inside the extracted tree as if it were `/` (openat2
+    // RESOLVE_IN_ROOT): a symlink in the archive cannot make lade read a host file.
+    let root = lade_executor::rootfs::Root::open(tmp.path())?;
+    let read = |rel: &str| -> Result<Option<Vec<u8>>> {
+        match root.stat(rel)? {
+            None => Ok(None),
+            Some(m) if m.kind != lade_executor::rootfs::Kind::File => {
+                bail!("{rel} in {what} is not a regular file")
+            }
+            Some(_) => {
+                let data = root.read_small(rel, MAX_DOCKERFILE_BYTES + 1)?;
+                if data
+                    .as_ref()
+                    .is_some_and(|d| d.len() as u64 > MAX_DOCKERFILE_BYTES)
+                {
+                    bail!("{rel} in {what} is larger than {MAX_DOCKERFILE_BYTES} bytes");
+                }
+                Ok(data)
+            }
+        }
+    };
+    let df_name = match file {
+        Some(f) => f
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("-f {} is not UTF-8", f.display()))?
+            .to_string(),
+        None => "Dockerfile".to_string(),
+    };
+    let text = read(&df_name)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what} has no {df_name}: put the Dockerfile at the top of the archive, or name its \
+             path inside the archive with -f"
+        )
+    })?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("{df_name} in {what} is not UTF-8 text"))?;
+    // BuildKit: `<Dockerfile>.dockerignore` wins over the context's `.dockerignore`
+    let ignore = match read(&format!("{df_name}.dockerignore"))? {
+        Some(b) => Some(b),
+        None => read(".dockerignore")?,
+    };
+    let ignore = ignore
+        .map(|b| lade_solver::context::ignore::parse(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    let sources = Sources {
+        df_name,
+        text,
+        context: Some(ContextDir {
+            dir: tmp.path().to_path_buf(),
+            ignore,
+            keep_stat_cache: false,
+            _extracted: Some(tmp),
+        }),
+    };
+    Ok((sources, Some(store)))
+}
+
+/// A context directory, and the Dockerfile from `-f FILE`, `-f -` or `CONTEXT/Dockerfile`.
+fn dir_sources(context: &str, file: Option<&Path>) -> Result<Sources> {
+    let ctx = PathBuf::from(context);
+    if !ctx.is_dir() {
+        bail!(
+            "build context {} is not a directory (give a directory, or - for a Dockerfile or a \
+             context tar archive on stdin)",
+            ctx.display()
+        );
+    }
+    let (df_name, text) = match file {
+        Some(f) if f.as_os_str() == "-" => ("Dockerfile".to_string(), read_stdin()?),
+        Some(f) => (
+            f.display().to_string(),
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the Dockerfile {}", f.display()))?,
+        ),
+        None => {
+            let f = ctx.join("Dockerfile");
+            (
+                "Dockerfile".to_string(),
+                std::fs::read_to_string(&f).with_context(|| {
+                    format!("cannot read {} (give another with -f)", f.display())
+                })?,
+            )
+        }
+    };
+    // BuildKit: `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
+    let specific = file
+        .filter(|f| f.as_os_str() != "-")
+        .map(|f| PathBuf::from(format!("{}.dockerignore", f.display())))
+        .filter(|p| p.is_file());
+    let ignore = read_dockerignore(&specific.unwrap_or_else(|| ctx.join(".dockerignore")))?;
+    Ok(Sources {
+        df_name,
+        text,
+        context: Some(ContextDir {
+            dir: ctx,
+            ignore,
+            keep_stat_cache: true,
+            _extracted: None,
+        }),
+    })
+}
+
+/// Writes a tarball output to its file (whole or not at all: a temp file renamed into place)
+/// or to standard output (`EPIPE` there ends lade as SIGPIPE would).
+fn write_dest(
+    dest: &Dest,
+    what: &str,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    match dest {
+        Dest::Stdout => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = write(&mut out).and_then(|()| out.flush().map_err(Into::into)) {
+                if crate::output::has_broken_pipe(&e) {
+                    return Err(anyhow::Error::new(crate::output::StdoutClosed));
+                }
+                return Err(e.context(format!("cannot write the {what} to standard output")));
+            }
+            Ok(())
+        }
+        Dest::File(p) => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // 0666 less the umask, as File::create: the output is the user's file
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".lade-output-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create {}", p.display()))?;
+            {
+                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                write(&mut w)
+                    .and_then(|()| w.flush().map_err(Into::into))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            tmp.persist(p)
+                .map_err(|e| anyhow::Error::new(e.error))
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            Ok(())
+        }
+    }
+}
+
 pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
     let output = parse_output(a.output.as_deref())?;
+    if let Some(kind) = output.stdout_kind() {
+        // buildx refuses too: a tarball on a terminal is garbage and may upset it
+        if std::io::stdout().is_terminal() {
+            bail!(
+                "refusing to write the {kind} output (dest=-) to a terminal: redirect standard \
+                 output to a file or a pipe, or give dest=FILE"
+            );
+        }
+    }
+    let mode = if a.quiet || a.progress == "quiet" {
+        // buildx: -q is progress=quiet, and another explicit mode contradicts it
+        if !matches!(a.progress.as_str(), "auto" | "quiet") {
+            bail!(
+                "--progress {} and -q cannot be used together: -q shows no progress",
+                a.progress
+            );
+        }
+        Mode::Quiet
+    } else {
+        match a.progress.as_str() {
+            "auto" if std::io::stderr().is_terminal() => Mode::Tty,
+            "auto" | "plain" => Mode::Plain,
+            // as BuildKit's progressui: tty is insisted on, not guessed
+            "tty" if std::io::stderr().is_terminal() => Mode::Tty,
+            "tty" => bail!(
+                "--progress tty needs a terminal on standard error: use --progress plain (or \
+                 auto, which picks plain when standard error is not a terminal)"
+            ),
+            "json" => Mode::Json,
+            other => bail!("unknown --progress {other:?}: use auto, tty, plain, json or quiet"),
+        }
+    };
     let tags = a
         .tags
         .iter()
@@ -197,32 +512,22 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
     }
 
     // the Dockerfile and the context
-    let (context_dir, df_name, text) = if a.context == "-" {
-        ("-".to_string(), "Dockerfile".to_string(), read_stdin()?)
-    } else {
-        let ctx = PathBuf::from(&a.context);
-        if !ctx.is_dir() {
-            bail!("build context {} is not a directory (give a directory, or - for a Dockerfile on stdin)", ctx.display());
-        }
-        let (name, text) = match &a.file {
-            Some(f) if f.as_os_str() == "-" => ("Dockerfile".to_string(), read_stdin()?),
-            Some(f) => (
-                f.display().to_string(),
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read the Dockerfile {}", f.display()))?,
-            ),
-            None => {
-                let f = ctx.join("Dockerfile");
-                (
-                    "Dockerfile".to_string(),
-                    std::fs::read_to_string(&f).with_context(|| {
-                        format!("cannot read {} (give another with -f)", f.display())
-                    })?,
-                )
-            }
-        };
-        (a.context.clone(), name, text)
+    let root = g.root();
+    let open_store = || -> Result<Arc<Store>> {
+        Ok(Arc::new(Store::open(&root).with_context(|| {
+            format!("cannot open the store at {}", root.display())
+        })?))
     };
+    let (sources, store) = if a.context == "-" {
+        stdin_sources(a.file.as_deref(), &open_store)?
+    } else {
+        (dir_sources(&a.context, a.file.as_deref())?, None)
+    };
+    let Sources {
+        df_name,
+        text,
+        context: context_dir,
+    } = sources;
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let parsed = lade_parser::parse(&text);
     for w in &parsed.warnings {
@@ -236,30 +541,27 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
     }
     let df = parsed.value;
 
-    let root = g.root();
-    let store = Arc::new(
-        Store::open(&root)
-            .with_context(|| format!("cannot open the store at {}", root.display()))?,
-    );
-    let context = if context_dir == "-" {
-        None
-    } else {
-        let dir = Path::new(&context_dir);
-        // BuildKit: `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
-        let specific = a
-            .file
-            .as_ref()
-            .filter(|f| f.as_os_str() != "-")
-            .map(|f| PathBuf::from(format!("{}.dockerignore", f.display())))
-            .filter(|p| p.is_file());
-        let ignore = read_dockerignore(&specific.unwrap_or_else(|| dir.join(".dockerignore")))?;
-        let canon = std::fs::canonicalize(dir)?;
-        let key = blake3_hex(canon.as_os_str().as_encoded_bytes());
-        let sc_dir = root.join("statcache");
-        std::fs::create_dir_all(&sc_dir)?;
-        let ctx = Context::open(dir, &ignore, Some(&sc_dir.join(key)))
-            .with_context(|| format!("cannot read the build context {}", dir.display()))?;
-        Some(Arc::new(ctx))
+    let store = match store {
+        Some(s) => s,
+        None => open_store()?,
+    };
+    let context = match &context_dir {
+        None => None,
+        Some(cd) => {
+            let dir = &cd.dir;
+            let stat_cache = if cd.keep_stat_cache {
+                let canon = std::fs::canonicalize(dir)?;
+                let key = blake3_hex(canon.as_os_str().as_encoded_bytes());
+                let sc_dir = root.join("statcache");
+                std::fs::create_dir_all(&sc_dir)?;
+                Some(sc_dir.join(key))
+            } else {
+                None
+            };
+            let ctx = Context::open(dir, &cd.ignore, stat_cache.as_deref())
+                .with_context(|| format!("cannot read the build context {}", dir.display()))?;
+            Some(Arc::new(ctx))
+        }
     };
     let mut secrets = Vec::new();
     for spec in &a.secrets {
@@ -321,17 +623,6 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
         Err(e) => return Err(lower_error(&df_name, &text, &e, color)),
     };
 
-    let mode = if a.quiet {
-        Mode::Quiet
-    } else {
-        match a.progress.as_str() {
-            "auto" if std::io::stderr().is_terminal() => Mode::Tty,
-            "auto" | "plain" => Mode::Plain,
-            "tty" => Mode::Tty,
-            "json" => Mode::Json,
-            other => bail!("unknown --progress {other:?}: use auto, tty, plain or json"),
-        }
-    };
     let steps = Arc::new(lowered.steps.clone());
     let info_steps = steps.clone();
     let progress = Progress::new(
@@ -409,42 +700,51 @@ pub fn build(g: &Global, a: BuildArgs) -> Result<ExitCode> {
                 store.tag_at(t, &img.id, &now)?;
             }
         }
-        Output::Archive(dest) => {
-            let f = std::fs::File::create(dest)
-                .with_context(|| format!("cannot create {}", dest.display()))?;
-            let mut w = std::io::BufWriter::new(f);
-            archive::save(
-                &store,
-                &[SaveImage {
-                    image: img.clone(),
-                    names: tags.clone(),
-                }],
-                &mut w,
-            )?;
-            w.flush()?;
+        Output::Archive(kind, dest) => {
+            let images = [SaveImage {
+                image: img.clone(),
+                names: tags.clone(),
+            }];
+            write_dest(dest, &format!("{kind} archive"), |mut w| {
+                archive::save(&store, &images, &mut w).map_err(Into::into)
+            })?
         }
-        Output::Tar(dest) => export_fs(&store, &img.layers, ExportKind::Tar(dest.clone()))?,
-        Output::Local(dest) => export_fs(&store, &img.layers, ExportKind::Local(dest.clone()))?,
+        Output::Tar(dest) => {
+            let tree = store.temp_dir("export-")?;
+            export_tree(&store, &img.layers, tree.path())?;
+            write_dest(dest, "filesystem tarball", |w| {
+                lade_cache::tarfmt::write_tar(tree.path(), &TarOptions::default(), w)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            })?
+        }
+        Output::Local(dest) => {
+            export_tree(&store, &img.layers, dest)?;
+        }
     }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, img.id.to_string())
             .with_context(|| format!("cannot write {}", f.display()))?;
     }
+    // With an output on standard output, the image ID goes nowhere near it (buildx prints
+    // nothing else there either): --iidfile, or the json/plain lines on stderr, carry it.
+    let id_on_stdout = output.stdout_kind().is_none();
     match mode {
-        Mode::Quiet => println!("{}", img.id),
+        Mode::Quiet => {}
         Mode::Json => {
             let v = serde_json::json!({"type": "result", "id": img.id.to_string(),
                 "tags": tags.iter().map(|t| t.familiar()).collect::<Vec<_>>()});
             eprintln!("{v}");
-            println!("{}", img.id);
         }
         _ => {
             eprintln!("writing image {} done", img.id);
             for t in &tags {
                 eprintln!("naming to {} done", t);
             }
-            println!("{}", img.id);
         }
+    }
+    if id_on_stdout {
+        outln!("{}", img.id)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -499,24 +799,9 @@ fn solve_error(
     anyhow::anyhow!("failed to solve: {vname}: {source}")
 }
 
-enum ExportKind {
-    Tar(PathBuf),
-    Local(PathBuf),
-}
-
-/// Writes the final filesystem (layers applied in order) as a directory or a tarball.
-fn export_fs(store: &Store, layers: &[lade_cache::Digest], kind: ExportKind) -> Result<()> {
-    let tmp;
-    let dir = match &kind {
-        ExportKind::Local(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            d.clone()
-        }
-        ExportKind::Tar(_) => {
-            tmp = store.temp_dir("export-")?;
-            tmp.path().to_path_buf()
-        }
-    };
+/// Writes the final filesystem (layers applied in order) into the directory `dir`.
+fn export_tree(store: &Store, layers: &[lade_cache::Digest], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for l in layers {
         let r = store.open_layer(l)?;
         let opts = ExtractOptions {
@@ -524,20 +809,47 @@ fn export_fs(store: &Store, layers: &[lade_cache::Digest], kind: ExportKind) -> 
             what: format!("layer {l}"),
             ..Default::default()
         };
-        extract(r, &dir, &opts)?;
-    }
-    if let ExportKind::Tar(dest) = kind {
-        let topts = TarOptions::default();
-        if dest.as_os_str() == "-" {
-            let out = std::io::stdout();
-            let mut lock = out.lock();
-            lade_cache::tarfmt::write_tar(&dir, &topts, &mut lock)?;
-            lock.flush()?;
-        } else {
-            let f = std::fs::File::create(&dest)
-                .with_context(|| format!("cannot create {}", dest.display()))?;
-            lade_cache::tarfmt::write_tar(&dir, &topts, std::io::BufWriter::new(f))?;
-        }
+        extract(r, dir, &opts)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs_as_buildx_reads_them() {
+        let p = |s: &str| parse_output(Some(s)).unwrap();
+        assert_eq!(parse_output(None).unwrap(), Output::Image);
+        assert_eq!(p("type=image"), Output::Image);
+        assert_eq!(p("-"), Output::Tar(Dest::Stdout));
+        assert_eq!(p("out/dir"), Output::Local("out/dir".into()));
+        assert_eq!(p("type=tar,dest=-"), Output::Tar(Dest::Stdout));
+        assert_eq!(
+            p("type=tar,dest=fs.tar"),
+            Output::Tar(Dest::File("fs.tar".into()))
+        );
+        assert_eq!(
+            p("type=docker,dest=-"),
+            Output::Archive("docker", Dest::Stdout)
+        );
+        assert_eq!(
+            p("type=oci,dest=i.tar"),
+            Output::Archive("oci", Dest::File("i.tar".into()))
+        );
+        assert_eq!(p("type=local,dest=d"), Output::Local("d".into()));
+        assert_eq!(p("type=tar,dest=-").stdout_kind(), Some("tar"));
+        assert_eq!(p("type=oci,dest=-").stdout_kind(), Some("oci"));
+        assert_eq!(p("type=oci,dest=x").stdout_kind(), None);
+        for bad in [
+            "type=tar",
+            "type=local,dest=-",
+            "type=nope,dest=x",
+            "",
+            "x=1",
+        ] {
+            assert!(parse_output(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

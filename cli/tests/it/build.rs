@@ -1317,3 +1317,588 @@ RUN --mount=type=bind,from=tools,target=/t touch /t/ro 2>/dev/null && echo writa
     assert!(executed(&s).is_empty(), "{s:?}");
     f.check_store();
 }
+
+/// Runs `c` with `input` on its standard input (written from a thread, so a child that fills
+/// its stdout pipe first cannot deadlock the test); stdout and stderr captured.
+fn with_stdin(c: &mut Command, input: Vec<u8>) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        // a child that refuses its input early closes the pipe: not the test's failure
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// Every path under `dir`, relative, sorted (directories too).
+fn tree_names(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let path = e.unwrap().path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `tar -t` names normalised as [`tree_names`] gives them.
+fn tar_names(listing: &str) -> Vec<String> {
+    let mut v: Vec<String> = listing
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .filter(|l| !l.is_empty() && l != ".")
+        .collect();
+    v.sort();
+    v
+}
+
+/// A tarball whose reader saw all of it: whole 512-byte blocks ending in the two zero blocks
+/// of the end-of-archive marker, with nothing (an image ID...) after them.
+fn assert_only_a_tarball(bytes: &[u8]) {
+    assert!(bytes.len() >= 1024, "{} bytes", bytes.len());
+    assert_eq!(bytes.len() % 512, 0, "stdout is not only a tarball");
+    assert!(
+        bytes[bytes.len() - 1024..].iter().all(|b| *b == 0),
+        "stdout ends with something after the tarball: {:?}",
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(100)..])
+    );
+}
+
+#[test]
+fn tar_output_on_stdout_is_the_tarball_alone() {
+    let f = Fixture::new();
+    f.write("hello.txt", "hi\n");
+    f.dockerfile("FROM base:1\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\n");
+    let local = tree_names(&f.export(&[]));
+    // lade | tar -t: a real pipe into the reader
+    let mut lade = f
+        .build_cmd(&["--progress", "plain", "-o", "type=tar,dest=-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tar = Command::new("tar")
+        .args(["-tf", "-"])
+        .stdin(lade.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    let lade = lade.wait_with_output().unwrap();
+    assert!(lade.status.success(), "{}", show(&lade));
+    assert!(tar.status.success(), "tar -t: {}", show(&tar));
+    assert_eq!(
+        tar_names(&String::from_utf8_lossy(&tar.stdout)),
+        local,
+        "type=tar holds what type=local writes"
+    );
+    // the image ID is reported on stderr only
+    let err = String::from_utf8_lossy(&lade.stderr);
+    assert!(err.contains("writing image sha256:"), "{err}");
+    // captured whole: nothing but the tarball, whatever the progress mode; `-o -` is the same
+    for args in [
+        &["-o", "type=tar,dest=-"][..],
+        &["-q", "-o", "type=tar,dest=-"],
+        &["--progress", "json", "-o", "type=tar,dest=-"],
+        &["-q", "-o", "-"],
+    ] {
+        let out = output(&mut f.build_cmd(args));
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        assert_only_a_tarball(&out.stdout);
+        let listed = with_stdin(Command::new("tar").args(["-tf", "-"]), out.stdout);
+        assert!(listed.status.success(), "{}", show(&listed));
+        assert_eq!(tar_names(&String::from_utf8_lossy(&listed.stdout)), local);
+    }
+    f.check_store();
+}
+
+#[test]
+fn docker_and_oci_outputs_stream_to_stdout() {
+    let f = Fixture::new();
+    f.write("hello.txt", "hi\n");
+    f.dockerfile("FROM base:1\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n");
+    let cwd = f.ts.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    // type=docker,dest=- | docker load, then run it
+    let name = format!("lade-build-test/{}:1", unique("stdout"));
+    let _guard = crate::common::DockerImage { name: name.clone() };
+    let mut lade = f
+        .build_cmd(&["-q", "-t", &name, "-o", "type=docker,dest=-"])
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = crate::common::docker()
+        .arg("load")
+        .stdin(lade.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    let lade = lade.wait_with_output().unwrap();
+    assert!(lade.status.success(), "{}", show(&lade));
+    assert!(load.status.success(), "docker load: {}", show(&load));
+    assert!(
+        String::from_utf8_lossy(&load.stdout).contains(&name),
+        "{}",
+        show(&load)
+    );
+    let ran = run_ok(crate::common::docker().args(["run", "--rm", "--network=none", &name]));
+    assert_eq!(ran, "hi\n");
+    // type=oci,dest=- streams too (nothing else on stdout), and no file named `-` appears
+    let out = output(f.build_cmd(&["-o", "type=oci,dest=-"]).current_dir(&cwd));
+    assert!(out.status.success(), "{}", show(&out));
+    assert_only_a_tarball(&out.stdout);
+    let streamed = f.ts.path("streamed-oci.tar");
+    std::fs::write(&streamed, &out.stdout).unwrap();
+    assert!(
+        std::fs::read_dir(&cwd).unwrap().next().is_none(),
+        "dest=- must not create a file in the working directory"
+    );
+    // type=oci,dest=FILE: an OCI archive skopeo reads, with the image's config and layers
+    f.build(&["-t", "oci:1"]);
+    let want_layers = f.inspect("oci:1")["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    let file = f.ts.path("img-oci.tar");
+    run_ok(&mut f.build_cmd(&["-q", "-o", &format!("type=oci,dest={}", file.display())]));
+    crate::common::require_tool("skopeo", "skopeo");
+    for archive in [&file, &streamed] {
+        let spec = format!("oci-archive:{}", archive.display());
+        let info: Value =
+            serde_json::from_str(&run_ok(Command::new("skopeo").args(["inspect", &spec]))).unwrap();
+        assert_eq!(
+            info["Layers"].as_array().unwrap().len(),
+            want_layers,
+            "{info}"
+        );
+        let cfg: Value = serde_json::from_str(&run_ok(
+            Command::new("skopeo").args(["inspect", "--config", &spec]),
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg["config"]["Cmd"],
+            serde_json::json!(["cat", "/hello.txt"])
+        );
+        assert_eq!(
+            cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            want_layers
+        );
+    }
+    f.check_store();
+}
+
+#[test]
+fn tarball_outputs_refuse_a_terminal() {
+    crate::common::require_tool("script", "bsdutils");
+    let f = Fixture::new();
+    f.dockerfile("FROM base:1\nRUN echo never > /x\n");
+    for spec in [
+        "type=tar,dest=-",
+        "type=docker,dest=-",
+        "type=oci,dest=-",
+        "-",
+    ] {
+        // `script` gives lade a terminal on stdout (and stderr)
+        let cmd = format!(
+            "{} --root {} build -o {spec} {}",
+            crate::common::lade_bin().display(),
+            f.ts.root.display(),
+            f.ctx.display()
+        );
+        let out = output(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{spec}: {text}");
+        assert!(text.contains("refusing to write"), "{spec}: {text}");
+        assert!(text.contains("to a terminal"), "{spec}: {text}");
+        assert!(
+            !text.contains("RUN echo never"),
+            "refused before building: {text}"
+        );
+    }
+}
+
+/// `tar -c [flag] -C dir .` as bytes.
+fn tar_of(dir: &Path, flag: &str) -> Vec<u8> {
+    let mut c = Command::new("tar");
+    c.arg("-c");
+    if !flag.is_empty() {
+        c.arg(flag);
+    }
+    c.arg("-f").arg("-").arg("-C").arg(dir).arg(".");
+    let out = output(&mut c);
+    assert!(out.status.success(), "{}", show(&out));
+    out.stdout
+}
+
+#[test]
+fn context_archive_on_stdin_in_every_compression() {
+    let f = Fixture::new();
+    f.write("data.txt", "from the archive\n");
+    f.write("skip.log", "ignored\n");
+    f.write(".dockerignore", "*.log\n");
+    f.dockerfile("FROM base:1\nCOPY . /ctx/\nRUN cat /ctx/data.txt > /seen.txt\n");
+    for (flag, what) in [
+        ("", "plain"),
+        ("-z", "gzip"),
+        ("-j", "bzip2"),
+        ("-J", "xz"),
+        ("--zstd", "zstd"),
+    ] {
+        let dest = f.ts.path(&unique("out"));
+        let mut c = f.ts.lade();
+        c.args(["build", "--progress", "json", "-o"])
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg("-");
+        let out = with_stdin(&mut c, tar_of(&f.ctx, flag));
+        assert!(out.status.success(), "{what}: {}", show(&out));
+        assert_eq!(
+            std::fs::read_to_string(dest.join("seen.txt")).unwrap(),
+            "from the archive\n",
+            "{what}"
+        );
+        // .dockerignore of the archive applies
+        assert!(!dest.join("ctx/skip.log").exists(), "{what}");
+        assert!(dest.join("ctx/Dockerfile").is_file(), "{what}");
+        // the same files are the same cache keys, whatever the compression
+        if what != "plain" {
+            assert!(
+                executed(&steps(&out)).is_empty(),
+                "{what}: {:?}",
+                steps(&out)
+            );
+        }
+    }
+    // the extracted context is gone, the store is consistent
+    f.check_store();
+}
+
+#[test]
+fn context_archive_dockerfile_is_named_inside_it() {
+    let f = Fixture::new();
+    f.write("data.txt", "d\n");
+    f.write("skip.txt", "s\n");
+    f.write("build/app.Dockerfile", "FROM base:1\nCOPY . /ctx/\n");
+    f.write("build/app.Dockerfile.dockerignore", "skip.txt\n");
+    f.write(".dockerignore", "data.txt\n");
+    let dest = f.ts.path("out");
+    let mut c = f.ts.lade();
+    c.args(["build", "-q", "-f", "build/app.Dockerfile", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg("-");
+    let out = with_stdin(&mut c, tar_of(&f.ctx, "-z"));
+    assert!(out.status.success(), "{}", show(&out));
+    // the Dockerfile-specific ignore file wins over the context's
+    assert!(dest.join("ctx/data.txt").is_file());
+    assert!(!dest.join("ctx/skip.txt").exists());
+    // a missing Dockerfile is named, with what to do
+    let mut c = f.ts.lade();
+    c.args(["build", "-f", "nope/Dockerfile", "-"]);
+    let out = with_stdin(&mut c, tar_of(&f.ctx, ""));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no nope/Dockerfile"), "{err}");
+    assert!(err.contains("-f"), "{err}");
+    f.check_store();
+}
+
+#[test]
+fn context_archive_is_extracted_safely() {
+    let f = Fixture::new();
+    // a host file that would build if lade followed the archive's symlink on the host
+    let host = f.ts.path("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let secret = host.join("secret.Dockerfile");
+    std::fs::write(&secret, "FROM base:1\nLABEL leaked=yes\n").unwrap();
+    let arc = f.ts.path("arc");
+    std::fs::create_dir_all(&arc).unwrap();
+    std::os::unix::fs::symlink(&secret, arc.join("Dockerfile")).unwrap();
+    let mut c = f.ts.lade();
+    c.args(["build", "-t", "leak:1", "-"]);
+    let out = with_stdin(&mut c, tar_of(&arc, ""));
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no Dockerfile"),
+        "{}",
+        show(&out)
+    );
+    run_fail(f.ts.lade().args(["inspect", "leak:1"]));
+    // `../` names land inside the extraction root, never next to it
+    let mut b = tar::Builder::new(Vec::new());
+    let df = b"FROM base:1\nCOPY . /ctx/\n";
+    let mut h = tar::Header::new_ustar();
+    h.set_size(df.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "Dockerfile", &df[..]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    // the tar crate refuses `..` in set_path: write the name field directly
+    h.as_old_mut().name[..17].copy_from_slice(b"../../escaped.txt");
+    h.set_cksum();
+    b.append(&h, &b"bad"[..]).unwrap();
+    // a context is no layer: `.wh.kept.txt` is a file, it does not delete kept.txt
+    for name in ["kept.txt", ".wh.kept.txt"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &b"kept"[..]).unwrap();
+    }
+    let data = b.into_inner().unwrap();
+    let dest = f.ts.path("out");
+    let mut c = f.ts.lade();
+    c.args(["build", "-q", "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg("-");
+    let out = with_stdin(&mut c, data);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("ctx/escaped.txt")).unwrap(),
+        "bad"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("ctx/kept.txt")).unwrap(),
+        "kept"
+    );
+    assert!(!f.ts.root.join("escaped.txt").exists());
+    assert!(!f.ts.root.join("tmp/escaped.txt").exists());
+    // a corrupt archive is an error that names stdin, and leaves the store clean
+    let mut c = f.ts.lade();
+    c.args(["build", "-"]);
+    let mut junk = vec![0x1f, 0x8b, 8, 0];
+    junk.extend_from_slice(b"not really gzip");
+    let out = with_stdin(&mut c, junk);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("build context archive on standard input"),
+        "{err}"
+    );
+    f.check_store();
+}
+
+#[test]
+fn stdin_dockerfile_and_file_flag_conflicts() {
+    let f = Fixture::new();
+    // a Dockerfile on stdin and -f: ambiguous, as docker says
+    let mut c = f.ts.lade();
+    c.args(["build", "-f", "Other.Dockerfile", "-"]);
+    let out = with_stdin(&mut c, b"FROM base:1\n".to_vec());
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ambiguous Dockerfile source"), "{err}");
+    assert!(err.contains("Other.Dockerfile"), "{err}");
+    // -f - with context -: both cannot come from stdin
+    let mut c = f.ts.lade();
+    c.args(["build", "-f", "-", "-"]);
+    let out = with_stdin(&mut c, tar_of(&f.ctx, ""));
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read both the build context and the Dockerfile"),
+        "{err}"
+    );
+    // a Dockerfile on stdin and no -f still builds, with no context
+    let mut c = f.ts.lade();
+    c.args(["build", "-q", "-t", "plain-stdin:1", "-"]);
+    let out = with_stdin(&mut c, b"FROM base:1\nRUN echo ok > /ok\n".to_vec());
+    assert!(out.status.success(), "{}", show(&out));
+    let mut c = f.ts.lade();
+    c.args(["build", "-"]);
+    let out = with_stdin(&mut c, b"FROM base:1\nCOPY x /x\n".to_vec());
+    assert!(
+        !out.status.success(),
+        "COPY needs a context: {}",
+        show(&out)
+    );
+}
+
+#[test]
+fn json_progress_names_each_step_as_written() {
+    let f = Fixture::new();
+    let text = "ARG BASE=base:1\nFROM ${BASE} AS build\nRUN echo a \\\n && echo b > /a\n\nFROM ${BASE}\nCOPY --from=build /a /a\nLABEL x=y\n";
+    f.dockerfile(text);
+    let s = f.build(&["--no-cache"]);
+    let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    // one base image is one step, named by the FROM that asked for it first, as written
+    assert_eq!(
+        names,
+        [
+            "FROM ${BASE} AS build",
+            "RUN echo a  && echo b > /a",
+            "COPY --from=build /a /a"
+        ],
+        "{s:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("base:1")), "{names:?}");
+}
+
+/// Interface names in a `/proc/net/dev` listing.
+fn net_dev_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn network_host_and_none_for_the_build_and_per_run() {
+    let host_before = net_dev_names(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    assert!(
+        host_before.len() > 1,
+        "this test needs a host with an interface besides lo: {host_before:?}"
+    );
+    let f = Fixture::new();
+    f.dockerfile(
+        "FROM base:1\nRUN cat /proc/net/dev > /default.txt && ls /sys/class/net > /default-sys.txt\nRUN --network=host cat /proc/net/dev > /host.txt\nRUN --network=none cat /proc/net/dev > /none.txt && ls /sys/class/net > /none-sys.txt\n",
+    );
+    let with_none = f.export(&["--network", "none"]);
+    let with_host = f.export(&["--network", "host"]);
+    let host_after = net_dev_names(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    let read = |d: &Path, n: &str| std::fs::read_to_string(d.join(n)).unwrap();
+    let lo: std::collections::BTreeSet<String> = ["lo".to_string()].into();
+    // the host's interfaces, tolerating one appearing or going away during the build
+    let is_host = |seen: &std::collections::BTreeSet<String>| {
+        host_before
+            .intersection(&host_after)
+            .all(|i| seen.contains(i))
+            && seen
+                .iter()
+                .all(|i| host_before.contains(i) || host_after.contains(i))
+    };
+    for (dir, default_is_host) in [(&with_none, false), (&with_host, true)] {
+        let default = net_dev_names(&read(dir, "default.txt"));
+        if default_is_host {
+            assert!(
+                is_host(&default),
+                "--network host: {default:?} vs {host_before:?}"
+            );
+        } else {
+            assert_eq!(default, lo, "--network none");
+            assert_eq!(read(dir, "default-sys.txt"), "lo\n");
+        }
+        // RUN --network wins over the build's default either way
+        let host = net_dev_names(&read(dir, "host.txt"));
+        assert!(
+            is_host(&host),
+            "RUN --network=host: {host:?} vs {host_before:?}"
+        );
+        assert_eq!(net_dev_names(&read(dir, "none.txt")), lo);
+        assert_eq!(read(dir, "none-sys.txt"), "lo\n");
+    }
+}
+
+#[test]
+fn progress_tty_needs_a_terminal_and_draws_the_live_view() {
+    crate::common::require_tool("script", "bsdutils");
+    let f = Fixture::new();
+    f.dockerfile("FROM base:1\nRUN echo tty-explicit\n");
+    // not a terminal: refused before anything runs, as BuildKit's progressui refuses it
+    let before = f.ts.fingerprint();
+    let err = f.build_fail(&["--progress", "tty"]);
+    assert!(err.contains("--progress tty needs a terminal"), "{err}");
+    assert!(!err.contains("tty-explicit"), "{err}");
+    assert_eq!(
+        f.ts.fingerprint(),
+        before,
+        "a refused build changes nothing"
+    );
+    // -q is progress=quiet: another explicit mode contradicts it, as buildx says
+    let err = f.build_fail(&["-q", "--progress", "tty"]);
+    assert!(err.contains("cannot be used together"), "{err}");
+    assert_eq!(f.ts.fingerprint(), before);
+    // a terminal: the live view, even with stdout redirected to a file
+    let id_file = f.ts.path("stdout.txt");
+    let cmd = format!(
+        "{} --root {} build --no-cache --progress tty {} > {}",
+        crate::common::lade_bin().display(),
+        f.ts.root.display(),
+        f.ctx.display(),
+        id_file.display()
+    );
+    let out = run_ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    assert!(out.contains("[+] Building"), "{out}");
+    assert!(out.contains("FINISHED"), "{out}");
+    assert!(out.contains("=> [2/2] RUN echo tty-explicit"), "{out}");
+    assert!(out.contains("\u{1b}["), "{out}");
+    let id = std::fs::read_to_string(&id_file).unwrap();
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+}
+
+#[test]
+fn predefined_platform_args_match_buildkit() {
+    let f = Fixture::new();
+    let scratch = f.ts.path("docker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let base = crate::common::DockerImage {
+        name: format!("lade-build-test/{}:1", unique("args-base")),
+    };
+    run_ok(
+        crate::common::docker()
+            .arg("import")
+            .arg(base_tar())
+            .arg(&base.name),
+    );
+    let body = r#"RUN echo "before: TP=${TARGETPLATFORM-unset} BP=${BUILDPLATFORM-unset}" > /before.txt
+ARG BUILDPLATFORM
+ARG BUILDOS
+ARG BUILDARCH
+ARG BUILDVARIANT
+ARG TARGETPLATFORM
+ARG TARGETOS
+ARG TARGETARCH
+ARG TARGETVARIANT
+ARG NOTHING
+RUN echo "BP=$BUILDPLATFORM BO=$BUILDOS BA=$BUILDARCH BV=${BUILDVARIANT-unset} TP=$TARGETPLATFORM TO=$TARGETOS TA=$TARGETARCH TV=${TARGETVARIANT-unset} N=${NOTHING-unset}" > /args.txt
+"#;
+    // BuildKit's values
+    let ctx = scratch.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\n{body}", base.name),
+    )
+    .unwrap();
+    let theirs = scratch.join("out");
+    run_ok(
+        crate::common::docker()
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["build", "-q", "--network=none", "-o"])
+            .arg(format!("type=local,dest={}", theirs.display()))
+            .arg(&ctx),
+    );
+    // lade's
+    f.dockerfile(&format!("FROM base:1\n{body}"));
+    let ours = f.export(&[]);
+    for file in ["before.txt", "args.txt"] {
+        let want = std::fs::read_to_string(theirs.join(file)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ours.join(file)).unwrap(),
+            want,
+            "{file}"
+        );
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(
+            std::fs::read_to_string(ours.join("args.txt")).unwrap(),
+            "BP=linux/amd64 BO=linux BA=amd64 BV= TP=linux/amd64 TO=linux TA=amd64 TV= N=unset\n"
+        );
+    }
+}

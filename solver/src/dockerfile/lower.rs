@@ -687,11 +687,15 @@ impl<'a> Lowerer<'a> {
         Ok(id)
     }
 
-    /// A vertex producing an image's (or scratch's) layers.
+    /// A vertex producing an image's (or scratch's) layers. `name` is what the build log shows
+    /// (`FROM <expanded base>`, as BuildKit); `instruction` the Dockerfile text that asked for
+    /// it (`FROM ${BASE} AS build`), or the same synthetic `FROM <image>` for the image of a
+    /// `COPY --from`/`--mount from=`. One image is one vertex: the first instruction names it.
     fn source_vertex(
         &mut self,
         id: Option<&lade_cache::Image>,
         name: String,
+        instruction: Option<String>,
         line: usize,
     ) -> Result<VertexId, LowerError> {
         let key = id.map_or_else(|| "scratch".to_string(), |i| i.id.to_string());
@@ -701,7 +705,7 @@ impl<'a> Lowerer<'a> {
         let mut b = DigestBuilder::new("lade dockerfile source v1");
         b.str(&key);
         let layers = id.map(|i| i.layers.clone()).unwrap_or_default();
-        let instruction = name.clone();
+        let instruction = instruction.unwrap_or_else(|| name.clone());
         let v = self.add_vertex(
             StepInfo {
                 name,
@@ -781,7 +785,12 @@ impl<'a> Lowerer<'a> {
             };
             counts_from = img.is_some();
             let name = format!("FROM {base}");
-            let vertex = self.source_vertex(img.as_ref(), name, from_cmd.start_line)?;
+            let vertex = self.source_vertex(
+                img.as_ref(),
+                name,
+                Some(instruction_text(from_cmd)),
+                from_cmd.start_line,
+            )?;
             let (hos, harch, hvar) = self.target_platform.clone();
             let mut st = State {
                 vertex,
@@ -1329,7 +1338,7 @@ impl<'a> Lowerer<'a> {
             return self.stage_vertex(idx, current, cmd, from);
         }
         let img = self.resolve_image(from, &st.platform, cmd)?;
-        self.source_vertex(Some(&img), format!("FROM {from}"), cmd.start_line)
+        self.source_vertex(Some(&img), format!("FROM {from}"), None, cmd.start_line)
     }
 
     fn run_mount(
@@ -1555,7 +1564,7 @@ impl<'a> Lowerer<'a> {
                 self.stage_vertex(idx, stage, cmd, &v)?
             } else {
                 let img = self.resolve_image(&v, &st.platform, cmd)?;
-                self.source_vertex(Some(&img), format!("FROM {v}"), cmd.start_line)?
+                self.source_vertex(Some(&img), format!("FROM {v}"), None, cmd.start_line)?
             };
             inputs.push(src_vertex);
             from_desc = v;
@@ -1660,7 +1669,7 @@ impl<'a> Lowerer<'a> {
             .is_some_and(|c| c.split(':').any(|p| p.parse::<u32>().is_err()));
         let (v, merged) = if link && !by_name {
             b.u8(1);
-            let empty = self.source_vertex(None, "FROM scratch".into(), cmd.start_line)?;
+            let empty = self.source_vertex(None, "FROM scratch".into(), None, cmd.start_line)?;
             inputs[0] = empty;
             let copied = self.add_vertex(info, b.finish(), Arc::new(op), &inputs, false)?;
             let mut mb = DigestBuilder::new("lade dockerfile merge v1");
