@@ -1317,3 +1317,70 @@ RUN --mount=type=bind,from=tools,target=/t touch /t/ro 2>/dev/null && echo writa
     assert!(executed(&s).is_empty(), "{s:?}");
     f.check_store();
 }
+
+#[test]
+fn stages_are_used_in_file_order() {
+    let f = Fixture::new();
+    // `FROM later` names a stage defined after it: BuildKit reads it as an image reference
+    run_ok(f.ts.lade().args(["tag", "base:1", "later"]));
+    f.dockerfile(
+        r#"FROM base:1 AS first
+RUN echo first > /first
+
+FROM base:1 AS skipped
+COPY --from=last /nothing /nothing
+RUN --mount=type=bind,from=last,target=/m true
+
+FROM later AS from-image
+RUN test ! -e /later && test ! -e /first && echo image > /from-image
+
+FROM first AS later
+RUN echo later > /later
+
+FROM base:1 AS last
+COPY --from=first /first /out/
+COPY --from=from-image /from-image /out/
+COPY --from=later /later /out/
+"#,
+    );
+    // a stage nobody needs may name later stages: it is never lowered
+    let out = f.export(&[]);
+    let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("out/first"), "first\n");
+    assert_eq!(read("out/from-image"), "image\n");
+    assert_eq!(read("out/later"), "later\n");
+    assert!(!out.join("nothing").exists());
+
+    // a needed stage naming a later one fails, naming both and the line (BuildKit's words)
+    f.dockerfile("FROM base:1 AS a\nCOPY --from=b /x /x\nFROM base:1 AS b\nRUN true\n");
+    let err = f.build_fail(&["--target", "a"]);
+    assert!(
+        err.contains(
+            r#"cannot copy from stage "b", it needs to be defined before current stage "a""#
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    f.dockerfile("FROM base:1 AS a\nCOPY --from=1 /x /x\nFROM base:1\nRUN true\n");
+    let err = f.build_fail(&["--target", "a"]);
+    assert!(
+        err.contains(r#"cannot copy from stage "1", it needs to be defined before"#),
+        "{err}"
+    );
+    f.dockerfile(
+        "FROM base:1 AS a\nRUN --mount=type=bind,from=b,target=m true\nFROM base:1 AS b\nRUN true\n",
+    );
+    let err = f.build_fail(&["--target", "a"]);
+    assert!(
+        err.contains(
+            r#"cannot mount from stage "b" to "m", stage needs to be defined before current command"#
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    // the needed later stage itself is fine once the order is right
+    f.dockerfile("FROM base:1 AS b\nRUN echo b > /b\nFROM base:1 AS a\nCOPY --from=b /b /b\n");
+    let out = f.export(&["--target", "a"]);
+    assert_eq!(std::fs::read_to_string(out.join("b")).unwrap(), "b\n");
+    f.check_store();
+}

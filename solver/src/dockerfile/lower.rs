@@ -309,6 +309,10 @@ pub fn lower(
     l.check_cycles()?;
     let needed = l.reachable(target);
     l.states = (0..df.stages.len()).map(|_| None).collect();
+    // File order, as BuildKit dispatches: a stage can use only stages defined before it (a
+    // later one is an error naming both, moby/buildkit#4568); `FROM <name>` only sees earlier
+    // names (a later stage's name is an image reference). Unneeded stages are skipped, so a
+    // forward reference in one of them is no error, as in BuildKit.
     for i in 0..df.stages.len() {
         if needed.contains(&i) {
             l.lower_stage(i)?;
@@ -1359,18 +1363,30 @@ impl<'a> Lowerer<'a> {
 
     /// A `RUN --mount`: cache and tmpfs mounts, and read-only binds of the build context.
     /// The vertex of a `--mount ...,from=`: an earlier stage (name or index) or an image.
+    /// A stage defined later in the file is refused as BuildKit does (its dispatch is in file
+    /// order): `target` is the mount target as written, which the message names.
     fn mount_source_vertex(
         &mut self,
         from: &str,
+        target: &str,
         st: &State,
         cmd: &Command,
     ) -> Result<VertexId, LowerError> {
         let current = self.current_stage;
-        if let Ok(idx) = from.parse::<usize>() {
-            return self.stage_vertex(idx, current, cmd, from);
-        }
-        if let Some(idx) = self.stage_by_name(from) {
-            return self.stage_vertex(idx, current, cmd, from);
+        let stage = from
+            .parse::<usize>()
+            .ok()
+            .or_else(|| self.stage_by_name(from));
+        if let Some(idx) = stage {
+            return match self.states.get(idx).and_then(|s| s.as_ref()) {
+                Some(s) if idx < current => Ok(s.vertex),
+                _ => Err(err_at(
+                    cmd,
+                    format!(
+                        "cannot mount from stage {from:?} to {target:?}, stage needs to be defined before current command"
+                    ),
+                )),
+            };
         }
         let img = self.resolve_image(from, &st.platform, cmd)?;
         self.source_vertex(Some(&img), format!("FROM {from}"), cmd.start_line)
@@ -1444,15 +1460,15 @@ impl<'a> Lowerer<'a> {
                 "RUN --mount=type=ssh is not supported yet by lade",
             ));
         }
-        let target = m
+        let written = m
             .target
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| err_at(cmd, "invalid --mount: target is required"))?;
-        let target = if target.starts_with('/') {
-            lade_executor::rootfs::clean(target)
+        let target = if written.starts_with('/') {
+            lade_executor::rootfs::clean(written)
         } else {
-            lade_executor::rootfs::join(&wd, target)
+            lade_executor::rootfs::join(&wd, written)
         };
         match m.kind {
             MountType::Cache => {
@@ -1476,7 +1492,7 @@ impl<'a> Lowerer<'a> {
                 let source = m.source.clone().unwrap_or_else(|| ".".into());
                 match &m.from {
                     Some(from) => {
-                        let v = self.mount_source_vertex(from, st, cmd)?;
+                        let v = self.mount_source_vertex(from, written, st, cmd)?;
                         let view = extra.len();
                         extra.push(v);
                         Ok(RunMountSpec::Layers {
@@ -1735,6 +1751,8 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
+    /// The vertex of stage `idx` for `COPY --from` in stage `current`: BuildKit's
+    /// `cannot copy from stage` error for a stage not dispatched yet (defined later).
     fn stage_vertex(
         &self,
         idx: usize,
