@@ -1384,3 +1384,42 @@ COPY --from=later /later /out/
     assert_eq!(std::fs::read_to_string(out.join("b")).unwrap(), "b\n");
     f.check_store();
 }
+
+#[test]
+fn add_checksum_needs_one_http_source() {
+    let f = Fixture::new();
+    f.write("local.txt", "local\n");
+    let sum = format!("sha256:{}", "0".repeat(64));
+    for (df, want) in [
+        (
+            format!("FROM base:1\nADD --checksum={sum} local.txt /x\n"),
+            "checksum requires HTTP(S) or Git sources",
+        ),
+        (
+            format!(
+                "FROM base:1\nADD --checksum={sum} http://127.0.0.1:9/a http://127.0.0.1:9/b /d/\n"
+            ),
+            "checksum can't be specified for multiple sources",
+        ),
+        (
+            format!("FROM base:1\nADD --checksum={sum} local.txt http://127.0.0.1:9/a /d/\n"),
+            "checksum can't be specified for multiple sources",
+        ),
+        (
+            format!("FROM base:1\nADD --checksum={sum} <<EOF /d/x\nhi\nEOF\n"),
+            "checksum can't be specified for multiple sources",
+        ),
+        (
+            "FROM base:1\nADD --checksum=md5:abc http://127.0.0.1:9/a /x\n".to_string(),
+            "invalid --checksum \"md5:abc\"",
+        ),
+    ] {
+        f.dockerfile(&df);
+        let err = f.build_fail(&[]);
+        assert!(err.contains(want), "{df}\n{err}");
+        assert!(err.contains("Dockerfile:2"), "{err}");
+    }
+    // a checksum on one URL among several ADDs applies to that ADD only (covered with a
+    // server in add_downloads_urls_with_checksum); nothing was left behind by the refusals
+    f.check_store();
+}

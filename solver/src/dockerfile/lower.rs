@@ -9,7 +9,7 @@ use lade_parser::instruction::{
     Run, Source, Volume,
 };
 use lade_parser::shell::Lexer;
-use lade_parser::{Command, Dockerfile, Instruction, Span};
+use lade_parser::{Command, Dockerfile, Instruction, Span, Word};
 
 use super::image::{
     fill_created, go_duration, go_list, go_quote_list, go_quote_rune, Config, History, HistoryItem,
@@ -421,6 +421,16 @@ fn env_set(env: &mut Vec<(String, String)>, k: &str, v: &str) {
 
 fn err_at(cmd: &Command, msg: impl Into<String>) -> LowerError {
     LowerError::new(msg, Some(cmd.span))
+}
+
+/// An ADD source BuildKit downloads (`isHTTPSource`, git URLs aside).
+fn is_url(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://")
+}
+
+/// An ADD source naming a git repository (BuildKit clones those; lade refuses them).
+fn is_git(src: &str) -> bool {
+    src.starts_with("git@") || src.ends_with(".git")
 }
 
 fn instruction_text(cmd: &Command) -> String {
@@ -1559,9 +1569,27 @@ impl<'a> Lowerer<'a> {
                 a.checksum.as_ref(),
             ),
         };
+        // BuildKit's dispatchCopy checks --checksum before any source
         let checksum = match checksum {
             Some(w) => {
                 let c = self.expand(st, cmd, &w.value)?;
+                let paths: Vec<&Word> = sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        Source::Path(w) => Some(w),
+                        Source::Heredoc(_) => None,
+                    })
+                    .collect();
+                let [only] = paths.as_slice() else {
+                    return Err(err_at(
+                        cmd,
+                        "checksum can't be specified for multiple sources",
+                    ));
+                };
+                let src = self.expand(st, cmd, &only.value)?;
+                if !is_url(&src) && !is_git(&src) {
+                    return Err(err_at(cmd, "checksum requires HTTP(S) or Git sources"));
+                }
                 if lade_cache::Digest::parse(&c).is_err() {
                     return Err(err_at(
                         cmd,
@@ -1625,14 +1653,14 @@ impl<'a> Lowerer<'a> {
                 Source::Path(w) => {
                     let p = self.expand(st, cmd, &w.value)?;
                     msg_sources.push(p.clone());
-                    if is_add && (p.starts_with("http://") || p.starts_with("https://")) {
+                    if is_add && is_url(&p) {
                         specs.push(SourceSpec::Url {
                             url: p,
                             checksum: checksum.clone(),
                         });
                         continue;
                     }
-                    if is_add && (p.starts_with("git@") || p.ends_with(".git")) {
+                    if is_add && is_git(&p) {
                         return Err(err_at(
                             cmd,
                             "ADD of a git repository is not supported by lade",
