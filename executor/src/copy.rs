@@ -471,9 +471,9 @@ impl<'a> Copier<'a> {
         )
     }
 
-    /// ADD of a local archive: extracts it into the destination directory (ownership and
-    /// modes from the archive, whiteouts applied) and returns true; false when the source is
-    /// not a tar archive (plain or compressed).
+    /// ADD of a local archive: extracts it into the destination directory (modes from the
+    /// archive, owners from `--chown` or else the archive, whiteouts applied) and returns true;
+    /// false when the source is not a tar archive (plain or compressed).
     fn try_unpack(&mut self, root: &Root, src: &Source<'_>) -> Result<bool> {
         let Some((path, _)) = src.entries.first() else {
             return Ok(false);
@@ -488,9 +488,12 @@ impl<'a> Copier<'a> {
         self.dst.mkdir_all(&dest, 0o755, self.owner, None)?;
         let host = self.dst.host_path().join(dest.trim_start_matches('/'));
         let reader = decompress(root.open_file(path)?)?;
+        // `--chown` owns every extracted entry (BuildKit v0.23+, moby/buildkit#5987); without it
+        // the archive's owners are kept. `--chmod` does not apply to extracted entries.
         let opts = ExtractOptions {
             whiteouts: WhiteoutMode::Apply,
             what: format!("archive {}", src.matched),
+            owner: self.owner,
             ..Default::default()
         };
         extract(reader, &host, &opts)?;

@@ -1423,3 +1423,60 @@ fn add_checksum_needs_one_http_source() {
     // server in add_downloads_urls_with_checksum); nothing was left behind by the refusals
     f.check_store();
 }
+
+/// A tar archive whose entries are owned by 1234:5678: `d/`, `d/f` (0640), `d/l -> f`, and
+/// `implied/sub/g` without entries for its directories.
+fn owned_archive() -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut b = tar::Builder::new(&mut v);
+    let head = |kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_size(0);
+        h
+    };
+    b.append_data(&mut head(tar::EntryType::Directory, 0o750), "d", &[][..])
+        .unwrap();
+    let mut h = head(tar::EntryType::Regular, 0o640);
+    h.set_size(5);
+    b.append_data(&mut h, "d/f", &b"file\n"[..]).unwrap();
+    b.append_link(&mut head(tar::EntryType::Symlink, 0o777), "d/l", "f")
+        .unwrap();
+    let mut h = head(tar::EntryType::Regular, 0o600);
+    h.set_size(2);
+    b.append_data(&mut h, "implied/sub/g", &b"g\n"[..]).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    v
+}
+
+#[test]
+fn add_chown_owns_the_extracted_entries() {
+    let f = Fixture::new();
+    std::fs::write(f.ctx.join("a.tar"), owned_archive()).unwrap();
+    f.dockerfile(
+        "FROM base:1\nADD --chown=lade:wheel a.tar /owned/\nADD a.tar /kept/\nADD --chown=7:8 --chmod=600 a.tar /mode/\n",
+    );
+    let out = f.export(&[]);
+    // BuildKit v0.23+ (moby/buildkit#5987): every entry gets the --chown owner...
+    assert_eq!(meta(&out.join("owned")), (0o755, 1000, 10));
+    assert_eq!(meta(&out.join("owned/d")), (0o750, 1000, 10));
+    assert_eq!(meta(&out.join("owned/d/f")), (0o640, 1000, 10));
+    assert_eq!(meta(&out.join("owned/d/l")).1, 1000);
+    assert_eq!(meta(&out.join("owned/implied/sub/g")), (0o600, 1000, 10));
+    // ...but directories no entry names are made as root, 0755
+    assert_eq!(meta(&out.join("owned/implied")), (0o755, 0, 0));
+    assert_eq!(meta(&out.join("owned/implied/sub")), (0o755, 0, 0));
+    // without --chown the archive's owners stay
+    assert_eq!(meta(&out.join("kept/d/f")), (0o640, 1234, 5678));
+    assert_eq!(meta(&out.join("kept/d/l")).1, 1234);
+    assert_eq!(meta(&out.join("kept")), (0o755, 0, 0));
+    // --chmod does not touch extracted entries (nor the destination it creates)
+    assert_eq!(meta(&out.join("mode/d/f")), (0o640, 7, 8));
+    assert_eq!(meta(&out.join("mode/d")), (0o750, 7, 8));
+    assert_eq!(meta(&out.join("mode")), (0o755, 7, 8));
+    f.check_store();
+}
