@@ -1480,3 +1480,66 @@ fn add_chown_owns_the_extracted_entries() {
     assert_eq!(meta(&out.join("mode")), (0o755, 7, 8));
     f.check_store();
 }
+
+#[test]
+fn copy_chmod_symbolic_modes() {
+    let f = Fixture::new();
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(
+            f.ctx.join(p),
+            std::os::unix::fs::PermissionsExt::from_mode(m),
+        )
+        .unwrap()
+    };
+    f.write("f", "f\n");
+    f.write("x", "x\n");
+    f.write("tree/a", "a\n");
+    f.write("tree/run", "run\n");
+    f.write("tree/sub/b", "b\n");
+    mode("f", 0o640);
+    mode("x", 0o750);
+    mode("tree/a", 0o600);
+    mode("tree/run", 0o700);
+    mode("tree/sub/b", 0o600);
+    mode("tree/sub", 0o700);
+    f.dockerfile(
+        r#"FROM base:1
+COPY --chmod=u=rwX,go=rX tree /t/
+COPY --chmod=go-w,+x f /f
+COPY --chmod=g=u x /x
+COPY --chmod=a+X f x /both/
+COPY --chmod=+x <<EOF /script
+echo hi
+EOF
+COPY --link --chmod=u+s,o= x /linked
+COPY --chmod= f /unchanged
+COPY --chmod=0604 f /octal
+"#,
+    );
+    let out = f.export(&[]);
+    // relative to each entry's own mode; X only for directories and executables
+    assert_eq!(meta(&out.join("t/sub")).0, 0o755);
+    assert_eq!(meta(&out.join("t/sub/b")).0, 0o644);
+    assert_eq!(meta(&out.join("t/a")).0, 0o644);
+    assert_eq!(meta(&out.join("t/run")).0, 0o755);
+    assert_eq!(meta(&out.join("f")).0, 0o751);
+    assert_eq!(meta(&out.join("x")).0, 0o770);
+    assert_eq!(meta(&out.join("both/f")).0, 0o640);
+    assert_eq!(meta(&out.join("both/x")).0, 0o751);
+    assert_eq!(meta(&out.join("script")).0, 0o755);
+    assert_eq!(meta(&out.join("linked")).0, 0o4750);
+    assert_eq!(meta(&out.join("unchanged")).0, 0o640);
+    assert_eq!(meta(&out.join("octal")).0, 0o604);
+    // the same symbolic mode is a cache hit
+    let s = f.build(&[]);
+    assert!(executed(&s).is_empty(), "{s:?}");
+    // a value that is neither octal nor symbolic names itself and the line
+    f.dockerfile("FROM base:1\nRUN true\nCOPY --chmod=u+q f /bad\n");
+    let err = f.build_fail(&[]);
+    assert!(err.contains("invalid chmod parameter 'u+q'"), "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    f.dockerfile("FROM base:1\nCOPY --chmod=17777 f /bad\n");
+    let err = f.build_fail(&[]);
+    assert!(err.contains("between 0 and 07777"), "{err}");
+    f.check_store();
+}

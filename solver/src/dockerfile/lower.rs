@@ -1569,7 +1569,22 @@ impl<'a> Lowerer<'a> {
                 a.checksum.as_ref(),
             ),
         };
-        // BuildKit's dispatchCopy checks --checksum before any source
+        // BuildKit's dispatchCopy checks --chmod, then --checksum, before any source
+        let chmod = match chmod {
+            Some(w) => {
+                let s = self.expand(st, cmd, &w.value)?;
+                if s.is_empty() {
+                    // `--chmod=` sets nothing (BuildKit tests `cfg.chmod != ""`)
+                    None
+                } else {
+                    Some(
+                        lade_executor::chmod::Chmod::parse(&s)
+                            .map_err(|e| err_at(cmd, e.to_string()))?,
+                    )
+                }
+            }
+            None => None,
+        };
         let checksum = match checksum {
             Some(w) => {
                 let c = self.expand(st, cmd, &w.value)?;
@@ -1603,15 +1618,6 @@ impl<'a> Lowerer<'a> {
         let dest_raw = self.expand(st, cmd, &dest.value)?;
         let chown = match chown {
             Some(w) => Some(self.expand(st, cmd, &w.value)?).filter(|s| !s.is_empty()),
-            None => None,
-        };
-        let chmod = match chmod {
-            Some(w) => {
-                let s = self.expand(st, cmd, &w.value)?;
-                Some(u32::from_str_radix(&s, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(
-                    || err_at(cmd, format!("invalid chmod parameter {s:?}: expected an octal mode such as 0644")),
-                )?)
-            }
             None => None,
         };
         // destination relative to WORKDIR, trailing slash kept (BuildKit)
@@ -1698,10 +1704,15 @@ impl<'a> Lowerer<'a> {
         b.u8(u8::from(is_add))
             .str(&dest_path)
             .str(chown.as_deref().unwrap_or(""))
-            .u64(u64::from(chmod.unwrap_or(u32::MAX)))
-            .u8(u8::from(unpack))
-            .str(&from_desc)
-            .str(&st.platform);
+            .u64(match &chmod {
+                None => u64::from(u32::MAX),
+                Some(c) => c.octal().map_or(u64::from(u32::MAX) + 1, u64::from),
+            });
+        if let Some(c) = chmod.as_ref().filter(|c| c.octal().is_none()) {
+            // a symbolic mode (the tag above tells it from an octal one)
+            b.str(c.as_str());
+        }
+        b.u8(u8::from(unpack)).str(&from_desc).str(&st.platform);
         b.u8(u8::from(parents));
         b.u64(exclude.len() as u64);
         for x in &exclude {
@@ -1741,12 +1752,13 @@ impl<'a> Lowerer<'a> {
         // --link (BuildKit's MergeOp): the files are copied onto an empty filesystem, so the
         // expensive step's key does not depend on the parent, then the layer is stacked on the
         // parent by a trivial merge. A --chown by name needs the parent's /etc/passwd: then the
-        // copy is done on the parent as without --link (same files).
+        // copy is done on the parent as without --link (same files). BuildKit ignores --link
+        // when --chmod is given (`cfg.link && cfg.chmod == ""` in dispatchCopy).
         let by_name = op
             .chown
             .as_deref()
             .is_some_and(|c| c.split(':').any(|p| p.parse::<u32>().is_err()));
-        let (v, merged) = if link && !by_name {
+        let (v, merged) = if link && !by_name && op.chmod.is_none() {
             b.u8(1);
             let empty = self.source_vertex(None, "FROM scratch".into(), cmd.start_line)?;
             inputs[0] = empty;
