@@ -58,6 +58,10 @@ pub struct ExtractOptions {
     /// Apply uid/gid from the archive (needs root or a user namespace mapping them). When false,
     /// files belong to the extracting user.
     pub same_owner: bool,
+    /// Every entry of the archive gets this `uid:gid` instead of the one it records (`ADD
+    /// --chown` of a local archive, BuildKit v0.23+); directories the extraction creates
+    /// because entries need them keep the extracting user.
+    pub owner: Option<(u32, u32)>,
     /// Restore xattrs from PAX `SCHILY.xattr.*` records (`trusted.overlay.*` never).
     pub xattrs: bool,
     /// Label used in error messages (e.g. the layer digest).
@@ -70,6 +74,7 @@ impl Default for ExtractOptions {
             whiteouts: WhiteoutMode::Apply,
             max_bytes: DEFAULT_MAX_BYTES,
             same_owner: nix::unistd::geteuid().is_root(),
+            owner: None,
             xattrs: true,
             what: "archive".to_string(),
         }
@@ -325,6 +330,10 @@ impl Extractor<'_> {
                 }
             }
         }
+        if let Some((uid, gid)) = self.opts.owner {
+            meta.uid = u64::from(uid);
+            meta.gid = u64::from(gid);
+        }
         use tar::EntryType as T;
         if matches!(
             kind,
@@ -531,7 +540,7 @@ impl Extractor<'_> {
     /// With `same_owner`, gives `name` in `dirfd` the entry's owner without following a
     /// symlink there.
     fn chown_nofollow(&self, dirfd: &OwnedFd, name: &[u8], meta: &Meta, path: &[u8]) -> Result<()> {
-        if self.opts.same_owner {
+        if self.opts.same_owner || self.opts.owner.is_some() {
             fchownat(
                 dirfd,
                 name,
@@ -545,7 +554,7 @@ impl Extractor<'_> {
     }
 
     fn set_meta_fd(&self, fd: &OwnedFd, meta: &Meta, path: &[u8]) -> Result<()> {
-        if self.opts.same_owner {
+        if self.opts.same_owner || self.opts.owner.is_some() {
             fchown(
                 fd,
                 Some(Uid::from_raw(meta.uid as u32)),

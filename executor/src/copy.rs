@@ -10,8 +10,9 @@
 //! goes inside it under the source's base name; a directory source copies its *content*; missing
 //! parents are created `0755` (owned by `--chown`'s user, else root); a destination written with
 //! a trailing `/` is a directory. Entries keep their mode and times; ownership is `--chown`'s,
-//! else the source's for stage/image sources and `0:0` for the build context; `--chmod` replaces
-//! the permission bits of everything copied. An existing top-level destination directory keeps
+//! else the source's for stage/image sources and `0:0` for the build context; `--chmod` sets
+//! the permission bits of everything copied (octal), or changes each entry's own bits
+//! (symbolic, [`crate::chmod`]). An existing top-level destination directory keeps
 //! its own metadata; nested directories take the source's.
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use nix::sys::stat::{mknodat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, symlinkat};
 
+use crate::chmod::Chmod;
 use crate::glob;
 use crate::mountns::{in_private_mount_ns, mount_overlay};
 use crate::rootfs::{clean, join, set_meta, split, Kind, Meta, Root};
@@ -100,8 +102,8 @@ pub struct CopyOp {
     pub dest: String,
     /// `--chown` as written (names resolved in the destination image).
     pub chown: Option<String>,
-    /// `--chmod` permission bits.
-    pub chmod: Option<u32>,
+    /// `--chmod`, octal or symbolic, applied to each copied entry.
+    pub chmod: Option<Chmod>,
     /// ADD: extract local tar archives instead of copying them.
     pub unpack: bool,
     /// Source views: layer stacks (bottom first) of other stages or images, mounted read-only.
@@ -360,7 +362,12 @@ impl<'a> Copier<'a> {
         owner: Option<(u32, u32)>,
         top: bool,
     ) -> Result<()> {
-        let mode = Some(self.op.chmod.unwrap_or(meta.perm()));
+        let mode = Some(
+            self.op
+                .chmod
+                .as_ref()
+                .map_or(meta.perm(), |c| c.apply(meta.mode, meta.kind == Kind::Dir)),
+        );
         let times = Some(meta.mtime);
         if meta.kind == Kind::Dir {
             let existing = self.dst.lstat(to)?;
@@ -464,16 +471,21 @@ impl<'a> Copier<'a> {
             &parent,
             &leaf,
             &target,
-            Some(self.op.chmod.unwrap_or(mode)),
+            Some(
+                self.op
+                    .chmod
+                    .as_ref()
+                    .map_or(mode, |c| c.apply(mode, false)),
+            ),
             owner,
             time,
             false,
         )
     }
 
-    /// ADD of a local archive: extracts it into the destination directory (ownership and
-    /// modes from the archive, whiteouts applied) and returns true; false when the source is
-    /// not a tar archive (plain or compressed).
+    /// ADD of a local archive: extracts it into the destination directory (modes from the
+    /// archive, owners from `--chown` or else the archive, whiteouts applied) and returns true;
+    /// false when the source is not a tar archive (plain or compressed).
     fn try_unpack(&mut self, root: &Root, src: &Source<'_>) -> Result<bool> {
         let Some((path, _)) = src.entries.first() else {
             return Ok(false);
@@ -488,9 +500,12 @@ impl<'a> Copier<'a> {
         self.dst.mkdir_all(&dest, 0o755, self.owner, None)?;
         let host = self.dst.host_path().join(dest.trim_start_matches('/'));
         let reader = decompress(root.open_file(path)?)?;
+        // `--chown` owns every extracted entry (BuildKit v0.23+, moby/buildkit#5987); without it
+        // the archive's owners are kept. `--chmod` does not apply to extracted entries.
         let opts = ExtractOptions {
             whiteouts: WhiteoutMode::Apply,
             what: format!("archive {}", src.matched),
+            owner: self.owner,
             ..Default::default()
         };
         extract(reader, &host, &opts)?;

@@ -1,7 +1,7 @@
 //! Vertex executor.
 //!
 //! Owns running one build vertex against the store: COPY/ADD file operations into a fresh
-//! layer ([`copy`]), RUN steps in the `runtime` sandbox ([`run`]), the in-root path helpers they
+//! layer ([`copy`], with `--chmod` values in [`chmod`]), RUN steps in the `runtime` sandbox ([`run`]), the in-root path helpers they
 //! share ([`rootfs`]), `--chown` name resolution from an image's own files ([`users`]) and the
 //! wildcard matcher COPY sources use ([`glob`]). Every op reads its parent filesystem through an
 //! overlay of the parent's snapshots and writes only into a fresh upperdir, which the store then
@@ -10,6 +10,7 @@
 //! It must not decide what to run or in which order (that is the solver's job), print anything,
 //! or run a binary of an image outside the sandbox.
 
+pub mod chmod;
 pub mod copy;
 pub mod fetch;
 pub mod glob;

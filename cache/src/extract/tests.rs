@@ -411,3 +411,32 @@ fn round_trip_through_writer_preserves_tree() {
     crate::tarfmt::write_tar(&root, &crate::tarfmt::TarOptions::default(), &mut again).unwrap();
     assert_eq!(out, again, "unpack + repack is byte-identical");
 }
+
+#[test]
+fn owner_override_applies_to_every_entry_but_not_to_implied_dirs() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (chown): run the tests as root, as CI does");
+    }
+    let (_t, root, _outside) = setup();
+    let t1 = tar(&[
+        E::Dir("d/"),
+        E::File("d/f", b"x"),
+        E::Sym("d/l", "f"),
+        E::Hard("d/h", "d/f"),
+        E::File("implied/sub/g", b"y"),
+    ]);
+    let opts = ExtractOptions {
+        owner: Some((1234, 5678)),
+        ..Default::default()
+    };
+    extract(&t1[..], &root, &opts).unwrap();
+    for p in ["d", "d/f", "d/l", "d/h", "implied/sub/g"] {
+        let m = fs::symlink_metadata(root.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1234, 5678), "{p}");
+    }
+    // directories no entry names are the extracting user's (BuildKit: the root pair)
+    for p in ["implied", "implied/sub"] {
+        let m = fs::symlink_metadata(root.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "{p}");
+    }
+}

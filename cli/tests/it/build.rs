@@ -1902,3 +1902,229 @@ RUN echo "BP=$BUILDPLATFORM BO=$BUILDOS BA=$BUILDARCH BV=${BUILDVARIANT-unset} T
         );
     }
 }
+
+#[test]
+fn stages_are_used_in_file_order() {
+    let f = Fixture::new();
+    // `FROM later` names a stage defined after it: BuildKit reads it as an image reference
+    run_ok(f.ts.lade().args(["tag", "base:1", "later"]));
+    f.dockerfile(
+        r#"FROM base:1 AS first
+RUN echo first > /first
+
+FROM base:1 AS skipped
+COPY --from=last /nothing /nothing
+RUN --mount=type=bind,from=last,target=/m true
+
+FROM later AS from-image
+RUN test ! -e /later && test ! -e /first && echo image > /from-image
+
+FROM first AS later
+RUN echo later > /later
+
+FROM base:1 AS last
+COPY --from=first /first /out/
+COPY --from=from-image /from-image /out/
+COPY --from=later /later /out/
+"#,
+    );
+    // a stage nobody needs may name later stages: it is never lowered
+    let out = f.export(&[]);
+    let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("out/first"), "first\n");
+    assert_eq!(read("out/from-image"), "image\n");
+    assert_eq!(read("out/later"), "later\n");
+    assert!(!out.join("nothing").exists());
+
+    // a needed stage naming a later one fails, naming both and the line (BuildKit's words)
+    f.dockerfile("FROM base:1 AS a\nCOPY --from=b /x /x\nFROM base:1 AS b\nRUN true\n");
+    let err = f.build_fail(&["--target", "a"]);
+    assert!(
+        err.contains(
+            r#"cannot copy from stage "b", it needs to be defined before current stage "a""#
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    f.dockerfile("FROM base:1 AS a\nCOPY --from=1 /x /x\nFROM base:1\nRUN true\n");
+    let err = f.build_fail(&["--target", "a"]);
+    assert!(
+        err.contains(r#"cannot copy from stage "1", it needs to be defined before"#),
+        "{err}"
+    );
+    f.dockerfile(
+        "FROM base:1 AS a\nRUN --mount=type=bind,from=b,target=m true\nFROM base:1 AS b\nRUN true\n",
+    );
+    let err = f.build_fail(&["--target", "a"]);
+    assert!(
+        err.contains(
+            r#"cannot mount from stage "b" to "m", stage needs to be defined before current command"#
+        ),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    // the needed later stage itself is fine once the order is right
+    f.dockerfile("FROM base:1 AS b\nRUN echo b > /b\nFROM base:1 AS a\nCOPY --from=b /b /b\n");
+    let out = f.export(&["--target", "a"]);
+    assert_eq!(std::fs::read_to_string(out.join("b")).unwrap(), "b\n");
+    f.check_store();
+}
+
+#[test]
+fn add_checksum_needs_one_http_source() {
+    let f = Fixture::new();
+    f.write("local.txt", "local\n");
+    let sum = format!("sha256:{}", "0".repeat(64));
+    for (df, want) in [
+        (
+            format!("FROM base:1\nADD --checksum={sum} local.txt /x\n"),
+            "checksum requires HTTP(S) or Git sources",
+        ),
+        (
+            format!(
+                "FROM base:1\nADD --checksum={sum} http://127.0.0.1:9/a http://127.0.0.1:9/b /d/\n"
+            ),
+            "checksum can't be specified for multiple sources",
+        ),
+        (
+            format!("FROM base:1\nADD --checksum={sum} local.txt http://127.0.0.1:9/a /d/\n"),
+            "checksum can't be specified for multiple sources",
+        ),
+        (
+            format!("FROM base:1\nADD --checksum={sum} <<EOF /d/x\nhi\nEOF\n"),
+            "checksum can't be specified for multiple sources",
+        ),
+        (
+            "FROM base:1\nADD --checksum=md5:abc http://127.0.0.1:9/a /x\n".to_string(),
+            "invalid --checksum \"md5:abc\"",
+        ),
+    ] {
+        f.dockerfile(&df);
+        let err = f.build_fail(&[]);
+        assert!(err.contains(want), "{df}\n{err}");
+        assert!(err.contains("Dockerfile:2"), "{err}");
+    }
+    // a checksum on one URL among several ADDs applies to that ADD only (covered with a
+    // server in add_downloads_urls_with_checksum); nothing was left behind by the refusals
+    f.check_store();
+}
+
+/// A tar archive whose entries are owned by 1234:5678: `d/`, `d/f` (0640), `d/l -> f`, and
+/// `implied/sub/g` without entries for its directories.
+fn owned_archive() -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut b = tar::Builder::new(&mut v);
+    let head = |kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_size(0);
+        h
+    };
+    b.append_data(&mut head(tar::EntryType::Directory, 0o750), "d", &[][..])
+        .unwrap();
+    let mut h = head(tar::EntryType::Regular, 0o640);
+    h.set_size(5);
+    b.append_data(&mut h, "d/f", &b"file\n"[..]).unwrap();
+    b.append_link(&mut head(tar::EntryType::Symlink, 0o777), "d/l", "f")
+        .unwrap();
+    let mut h = head(tar::EntryType::Regular, 0o600);
+    h.set_size(2);
+    b.append_data(&mut h, "implied/sub/g", &b"g\n"[..]).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    v
+}
+
+#[test]
+fn add_chown_owns_the_extracted_entries() {
+    let f = Fixture::new();
+    std::fs::write(f.ctx.join("a.tar"), owned_archive()).unwrap();
+    f.dockerfile(
+        "FROM base:1\nADD --chown=lade:wheel a.tar /owned/\nADD a.tar /kept/\nADD --chown=7:8 --chmod=600 a.tar /mode/\n",
+    );
+    let out = f.export(&[]);
+    // BuildKit v0.23+ (moby/buildkit#5987): every entry gets the --chown owner...
+    assert_eq!(meta(&out.join("owned")), (0o755, 1000, 10));
+    assert_eq!(meta(&out.join("owned/d")), (0o750, 1000, 10));
+    assert_eq!(meta(&out.join("owned/d/f")), (0o640, 1000, 10));
+    assert_eq!(meta(&out.join("owned/d/l")).1, 1000);
+    assert_eq!(meta(&out.join("owned/implied/sub/g")), (0o600, 1000, 10));
+    // ...but directories no entry names are made as root, 0755
+    assert_eq!(meta(&out.join("owned/implied")), (0o755, 0, 0));
+    assert_eq!(meta(&out.join("owned/implied/sub")), (0o755, 0, 0));
+    // without --chown the archive's owners stay
+    assert_eq!(meta(&out.join("kept/d/f")), (0o640, 1234, 5678));
+    assert_eq!(meta(&out.join("kept/d/l")).1, 1234);
+    assert_eq!(meta(&out.join("kept")), (0o755, 0, 0));
+    // --chmod does not touch extracted entries (nor the destination it creates)
+    assert_eq!(meta(&out.join("mode/d/f")), (0o640, 7, 8));
+    assert_eq!(meta(&out.join("mode/d")), (0o750, 7, 8));
+    assert_eq!(meta(&out.join("mode")), (0o755, 7, 8));
+    f.check_store();
+}
+
+#[test]
+fn copy_chmod_symbolic_modes() {
+    let f = Fixture::new();
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(
+            f.ctx.join(p),
+            std::os::unix::fs::PermissionsExt::from_mode(m),
+        )
+        .unwrap()
+    };
+    f.write("f", "f\n");
+    f.write("x", "x\n");
+    f.write("tree/a", "a\n");
+    f.write("tree/run", "run\n");
+    f.write("tree/sub/b", "b\n");
+    mode("f", 0o640);
+    mode("x", 0o750);
+    mode("tree/a", 0o600);
+    mode("tree/run", 0o700);
+    mode("tree/sub/b", 0o600);
+    mode("tree/sub", 0o700);
+    f.dockerfile(
+        r#"FROM base:1
+COPY --chmod=u=rwX,go=rX tree /t/
+COPY --chmod=go-w,+x f /f
+COPY --chmod=g=u x /x
+COPY --chmod=a+X f x /both/
+COPY --chmod=+x <<EOF /script
+echo hi
+EOF
+COPY --link --chmod=u+s,o= x /linked
+COPY --chmod= f /unchanged
+COPY --chmod=0604 f /octal
+"#,
+    );
+    let out = f.export(&[]);
+    // relative to each entry's own mode; X only for directories and executables
+    assert_eq!(meta(&out.join("t/sub")).0, 0o755);
+    assert_eq!(meta(&out.join("t/sub/b")).0, 0o644);
+    assert_eq!(meta(&out.join("t/a")).0, 0o644);
+    assert_eq!(meta(&out.join("t/run")).0, 0o755);
+    assert_eq!(meta(&out.join("f")).0, 0o751);
+    assert_eq!(meta(&out.join("x")).0, 0o770);
+    assert_eq!(meta(&out.join("both/f")).0, 0o640);
+    assert_eq!(meta(&out.join("both/x")).0, 0o751);
+    assert_eq!(meta(&out.join("script")).0, 0o755);
+    assert_eq!(meta(&out.join("linked")).0, 0o4750);
+    assert_eq!(meta(&out.join("unchanged")).0, 0o640);
+    assert_eq!(meta(&out.join("octal")).0, 0o604);
+    // the same symbolic mode is a cache hit
+    let s = f.build(&[]);
+    assert!(executed(&s).is_empty(), "{s:?}");
+    // a value that is neither octal nor symbolic names itself and the line
+    f.dockerfile("FROM base:1\nRUN true\nCOPY --chmod=u+q f /bad\n");
+    let err = f.build_fail(&[]);
+    assert!(err.contains("invalid chmod parameter 'u+q'"), "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    f.dockerfile("FROM base:1\nCOPY --chmod=17777 f /bad\n");
+    let err = f.build_fail(&[]);
+    assert!(err.contains("between 0 and 07777"), "{err}");
+    f.check_store();
+}

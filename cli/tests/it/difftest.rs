@@ -106,6 +106,7 @@ macro_rules! cases {
 
 cases!(
     multistage,
+    stage_order,
     stage_by_index_and_image,
     scratch_stage,
     target_stage,

@@ -9,7 +9,7 @@ use lade_parser::instruction::{
     Volume,
 };
 use lade_parser::shell::Lexer;
-use lade_parser::{Command, Dockerfile, Instruction, Span};
+use lade_parser::{Command, Dockerfile, Instruction, Span, Word};
 
 use super::change::{
     check_signal, command_argv, expand_port, healthcheck, set_entrypoint, workdir,
@@ -312,6 +312,10 @@ pub fn lower(
     l.check_cycles()?;
     let needed = l.reachable(target);
     l.states = (0..df.stages.len()).map(|_| None).collect();
+    // File order, as BuildKit dispatches: a stage can use only stages defined before it (a
+    // later one is an error naming both, moby/buildkit#4568); `FROM <name>` only sees earlier
+    // names (a later stage's name is an image reference). Unneeded stages are skipped, so a
+    // forward reference in one of them is no error, as in BuildKit.
     for i in 0..df.stages.len() {
         if needed.contains(&i) {
             l.lower_stage(i)?;
@@ -420,6 +424,16 @@ fn env_set(env: &mut Vec<(String, String)>, k: &str, v: &str) {
 
 fn err_at(cmd: &Command, msg: impl Into<String>) -> LowerError {
     LowerError::new(msg, Some(cmd.span))
+}
+
+/// An ADD source BuildKit downloads (`isHTTPSource`, git URLs aside).
+fn is_url(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://")
+}
+
+/// An ADD source naming a git repository (BuildKit clones those; lade refuses them).
+fn is_git(src: &str) -> bool {
+    src.starts_with("git@") || src.ends_with(".git")
 }
 
 fn instruction_text(cmd: &Command) -> String {
@@ -1324,18 +1338,30 @@ impl<'a> Lowerer<'a> {
 
     /// A `RUN --mount`: cache and tmpfs mounts, and read-only binds of the build context.
     /// The vertex of a `--mount ...,from=`: an earlier stage (name or index) or an image.
+    /// A stage defined later in the file is refused as BuildKit does (its dispatch is in file
+    /// order): `target` is the mount target as written, which the message names.
     fn mount_source_vertex(
         &mut self,
         from: &str,
+        target: &str,
         st: &State,
         cmd: &Command,
     ) -> Result<VertexId, LowerError> {
         let current = self.current_stage;
-        if let Ok(idx) = from.parse::<usize>() {
-            return self.stage_vertex(idx, current, cmd, from);
-        }
-        if let Some(idx) = self.stage_by_name(from) {
-            return self.stage_vertex(idx, current, cmd, from);
+        let stage = from
+            .parse::<usize>()
+            .ok()
+            .or_else(|| self.stage_by_name(from));
+        if let Some(idx) = stage {
+            return match self.states.get(idx).and_then(|s| s.as_ref()) {
+                Some(s) if idx < current => Ok(s.vertex),
+                _ => Err(err_at(
+                    cmd,
+                    format!(
+                        "cannot mount from stage {from:?} to {target:?}, stage needs to be defined before current command"
+                    ),
+                )),
+            };
         }
         let img = self.resolve_image(from, &st.platform, cmd)?;
         self.source_vertex(Some(&img), format!("FROM {from}"), None, cmd.start_line)
@@ -1409,15 +1435,15 @@ impl<'a> Lowerer<'a> {
                 "RUN --mount=type=ssh is not supported yet by lade",
             ));
         }
-        let target = m
+        let written = m
             .target
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| err_at(cmd, "invalid --mount: target is required"))?;
-        let target = if target.starts_with('/') {
-            lade_executor::rootfs::clean(target)
+        let target = if written.starts_with('/') {
+            lade_executor::rootfs::clean(written)
         } else {
-            lade_executor::rootfs::join(&wd, target)
+            lade_executor::rootfs::join(&wd, written)
         };
         match m.kind {
             MountType::Cache => {
@@ -1441,7 +1467,7 @@ impl<'a> Lowerer<'a> {
                 let source = m.source.clone().unwrap_or_else(|| ".".into());
                 match &m.from {
                     Some(from) => {
-                        let v = self.mount_source_vertex(from, st, cmd)?;
+                        let v = self.mount_source_vertex(from, written, st, cmd)?;
                         let view = extra.len();
                         extra.push(v);
                         Ok(RunMountSpec::Layers {
@@ -1508,9 +1534,42 @@ impl<'a> Lowerer<'a> {
                 a.checksum.as_ref(),
             ),
         };
+        // BuildKit's dispatchCopy checks --chmod, then --checksum, before any source
+        let chmod = match chmod {
+            Some(w) => {
+                let s = self.expand(st, cmd, &w.value)?;
+                if s.is_empty() {
+                    // `--chmod=` sets nothing (BuildKit tests `cfg.chmod != ""`)
+                    None
+                } else {
+                    Some(
+                        lade_executor::chmod::Chmod::parse(&s)
+                            .map_err(|e| err_at(cmd, e.to_string()))?,
+                    )
+                }
+            }
+            None => None,
+        };
         let checksum = match checksum {
             Some(w) => {
                 let c = self.expand(st, cmd, &w.value)?;
+                let paths: Vec<&Word> = sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        Source::Path(w) => Some(w),
+                        Source::Heredoc(_) => None,
+                    })
+                    .collect();
+                let [only] = paths.as_slice() else {
+                    return Err(err_at(
+                        cmd,
+                        "checksum can't be specified for multiple sources",
+                    ));
+                };
+                let src = self.expand(st, cmd, &only.value)?;
+                if !is_url(&src) && !is_git(&src) {
+                    return Err(err_at(cmd, "checksum requires HTTP(S) or Git sources"));
+                }
                 if lade_cache::Digest::parse(&c).is_err() {
                     return Err(err_at(
                         cmd,
@@ -1524,15 +1583,6 @@ impl<'a> Lowerer<'a> {
         let dest_raw = self.expand(st, cmd, &dest.value)?;
         let chown = match chown {
             Some(w) => Some(self.expand(st, cmd, &w.value)?).filter(|s| !s.is_empty()),
-            None => None,
-        };
-        let chmod = match chmod {
-            Some(w) => {
-                let s = self.expand(st, cmd, &w.value)?;
-                Some(u32::from_str_radix(&s, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(
-                    || err_at(cmd, format!("invalid chmod parameter {s:?}: expected an octal mode such as 0644")),
-                )?)
-            }
             None => None,
         };
         // destination relative to WORKDIR, trailing slash kept (BuildKit)
@@ -1574,14 +1624,14 @@ impl<'a> Lowerer<'a> {
                 Source::Path(w) => {
                     let p = self.expand(st, cmd, &w.value)?;
                     msg_sources.push(p.clone());
-                    if is_add && (p.starts_with("http://") || p.starts_with("https://")) {
+                    if is_add && is_url(&p) {
                         specs.push(SourceSpec::Url {
                             url: p,
                             checksum: checksum.clone(),
                         });
                         continue;
                     }
-                    if is_add && (p.starts_with("git@") || p.ends_with(".git")) {
+                    if is_add && is_git(&p) {
                         return Err(err_at(
                             cmd,
                             "ADD of a git repository is not supported by lade",
@@ -1619,10 +1669,15 @@ impl<'a> Lowerer<'a> {
         b.u8(u8::from(is_add))
             .str(&dest_path)
             .str(chown.as_deref().unwrap_or(""))
-            .u64(u64::from(chmod.unwrap_or(u32::MAX)))
-            .u8(u8::from(unpack))
-            .str(&from_desc)
-            .str(&st.platform);
+            .u64(match &chmod {
+                None => u64::from(u32::MAX),
+                Some(c) => c.octal().map_or(u64::from(u32::MAX) + 1, u64::from),
+            });
+        if let Some(c) = chmod.as_ref().filter(|c| c.octal().is_none()) {
+            // a symbolic mode (the tag above tells it from an octal one)
+            b.str(c.as_str());
+        }
+        b.u8(u8::from(unpack)).str(&from_desc).str(&st.platform);
         b.u8(u8::from(parents));
         b.u64(exclude.len() as u64);
         for x in &exclude {
@@ -1662,12 +1717,13 @@ impl<'a> Lowerer<'a> {
         // --link (BuildKit's MergeOp): the files are copied onto an empty filesystem, so the
         // expensive step's key does not depend on the parent, then the layer is stacked on the
         // parent by a trivial merge. A --chown by name needs the parent's /etc/passwd: then the
-        // copy is done on the parent as without --link (same files).
+        // copy is done on the parent as without --link (same files). BuildKit ignores --link
+        // when --chmod is given (`cfg.link && cfg.chmod == ""` in dispatchCopy).
         let by_name = op
             .chown
             .as_deref()
             .is_some_and(|c| c.split(':').any(|p| p.parse::<u32>().is_err()));
-        let (v, merged) = if link && !by_name {
+        let (v, merged) = if link && !by_name && op.chmod.is_none() {
             b.u8(1);
             let empty = self.source_vertex(None, "FROM scratch".into(), None, cmd.start_line)?;
             inputs[0] = empty;
@@ -1700,6 +1756,8 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
+    /// The vertex of stage `idx` for `COPY --from` in stage `current`: BuildKit's
+    /// `cannot copy from stage` error for a stage not dispatched yet (defined later).
     fn stage_vertex(
         &self,
         idx: usize,

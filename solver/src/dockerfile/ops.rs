@@ -112,7 +112,7 @@ pub(crate) struct CopyVertexOp {
     pub sources: Vec<SourceSpec>,
     pub dest: String,
     pub chown: Option<String>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<lade_executor::chmod::Chmod>,
     pub unpack: bool,
     pub mkdir_only: bool,
     /// `--exclude` patterns (paths relative to each copied source).
@@ -285,7 +285,7 @@ impl Op<StepValue> for CopyVertexOp {
                 items,
                 dest: self.dest.clone(),
                 chown: self.chown.clone(),
-                chmod: self.chmod,
+                chmod: self.chmod.clone(),
                 unpack: self.unpack,
                 sources: views,
                 mkdir_only: self.mkdir_only,
