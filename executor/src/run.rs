@@ -5,6 +5,7 @@
 //! gives a layer, the empty tar BuildKit also records. On failure or cancellation the sandbox is
 //! killed and every temp dir removed: nothing half-made reaches the store.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -143,6 +144,7 @@ pub async fn run(
                     layers.clone()
                 };
                 views.push((
+                    i,
                     dir,
                     lowers,
                     subpath.clone(),
@@ -192,7 +194,7 @@ pub async fn run(
     let command = spec.args.join(" ");
     let spawned = tokio::task::spawn_blocking(move || -> Result<_> {
         if views.is_empty() {
-            return Ok(Runtime::new().spawn(&sspec, stdio));
+            return Ok((Runtime::new().spawn(&sspec, stdio), HashSet::new()));
         }
         // Views of other stages (or writable views of the context) are overlays mounted in a
         // private mount namespace; the sandbox, spawned from the same thread, starts with a
@@ -200,7 +202,9 @@ pub async fn run(
         std::fs::create_dir_all(&empty_view).map_err(crate::io_err("create", &empty_view))?;
         crate::mountns::in_private_mount_ns(move || {
             let mut sspec = sspec;
-            for (dir, lowers, subpath, readonly, dest) in &views {
+            // the views whose bound path is a directory: only known once the view is mounted
+            let mut dir_views = HashSet::new();
+            for (i, dir, lowers, subpath, readonly, dest) in &views {
                 let root = dir.join("root");
                 std::fs::create_dir_all(&root).map_err(crate::io_err("create", &root))?;
                 if *readonly {
@@ -214,8 +218,12 @@ pub async fn run(
                 }
                 let r = crate::rootfs::Root::open(&root)?;
                 let resolved = r.resolve(subpath)?;
-                if r.lstat(&resolved)?.is_none() {
-                    return Err(Error::NotFound(format!("bind source {subpath}")));
+                match r.lstat(&resolved)? {
+                    None => return Err(Error::NotFound(format!("bind source {subpath}"))),
+                    Some(meta) if meta.kind == crate::rootfs::Kind::Dir => {
+                        dir_views.insert(*i);
+                    }
+                    Some(_) => {}
                 }
                 sspec.mounts.push(BindMount {
                     source: root.join(resolved.trim_start_matches('/')),
@@ -223,11 +231,12 @@ pub async fn run(
                     readonly: *readonly,
                 });
             }
-            Ok(Runtime::new().spawn(&sspec, stdio))
+            Ok((Runtime::new().spawn(&sspec, stdio), dir_views))
         })
     })
     .await
     .map_err(|e| Error::Invalid(format!("worker task failed: {e}")))??;
+    let (spawned, dir_views) = spawned;
     let sandbox = match spawned {
         Ok(s) => s,
         Err(e) => {
@@ -268,12 +277,25 @@ pub async fn run(
         });
     }
     let upperdir = finished.upperdir.unwrap_or(upper);
-    // directory mounts only: a secret's file mount point is not kept
+    // BuildKit keeps the mount point of a directory mount (an empty directory) but removes the
+    // empty stub of a file mount (a bind of a file, a secret) whose target did not exist; the
+    // parents runc made for either stay. A target that existed is left as it was.
     let targets: Vec<String> = spec
         .mounts
         .iter()
-        .filter(|m| m.view.is_some() || m.source.is_dir())
-        .map(|m| m.destination.clone())
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let is_dir = match m.view {
+                Some(_) => dir_views.contains(&i),
+                None => m.source.is_dir(),
+            };
+            if is_dir {
+                Some(m.destination.clone())
+            } else {
+                let parent = m.destination.trim_end_matches('/').rsplit_once('/')?.0;
+                (!parent.is_empty()).then(|| parent.to_string())
+            }
+        })
         .collect();
     let rec = tokio::task::spawn_blocking(move || {
         if !targets.is_empty() {
@@ -288,9 +310,10 @@ pub async fn run(
     Ok(rec)
 }
 
-/// BuildKit leaves the mount points of `RUN --mount` in the image (empty directories), while the
-/// sandbox removes the stubs it made: recreate them in the upperdir through an overlay of the
-/// lower layers, so missing parents are copied up with their own metadata.
+/// BuildKit leaves the directory mount points of `RUN --mount` (empty directories) and the
+/// parents of every mount point in the image, while the sandbox removes the stubs it made:
+/// recreate `targets` in the upperdir through an overlay of the lower layers, so missing parents
+/// are copied up with their own metadata.
 fn keep_mountpoints(
     lowers: &[PathBuf],
     upper: &std::path::Path,

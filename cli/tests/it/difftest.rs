@@ -124,6 +124,7 @@ cases!(
     run_whiteouts,
     run_layers_replace,
     run_special_files,
+    run_mount_file_targets,
     user_and_groups,
     workdir,
     env_arg_expansion,
