@@ -24,6 +24,13 @@ use std::sync::OnceLock;
 
 use flate2::{Compress, Compression, Crc, FlushCompress};
 
+/// The level layers are compressed at for a push (and `write_tar`'s default). Not 1: zlib-rs's
+/// level 1 (zlib-ng's `deflate_quick`) uses fixed Huffman codes only, which leaves text almost
+/// uncompressed (base64 text: 96.6 % at level 1, 73.2 % at level 2, 73.1 % at docker's level
+/// 6); level 2 costs about 1.8x level 1's time on compressible chunks and nothing more on the
+/// stored ones, and gives blobs as small as docker's.
+pub const LAYER_LEVEL: u32 = 2;
+
 /// Uncompressed bytes per chunk. 1 MiB: the per-chunk costs (a 32 KiB dictionary, the sample, a
 /// 5-byte sync marker, a task) stay around 2 % of a chunk's deflate time (the sample alone
 /// would cost four times as much at 256 KiB) and the output is within 0.1 % of a serial
@@ -44,9 +51,21 @@ const SAMPLE_MIN: usize = 64 << 10;
 /// Largest stored block.
 const STORED_MAX: usize = 0xffff;
 
-/// Gzip header: no name, no mtime (reproducible), XFL 4 ("fastest", as for level 1), OS 255
-/// (unknown), as flate2 and Go write it.
-const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
+/// Gzip header: no name, no mtime (reproducible), XFL 0 (patched by [`header`] for the level),
+/// OS 255 (unknown), as flate2 and Go write it.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// [`HEADER`] with XFL as zlib and flate2 set it: 4 ("fastest") up to level 1, 2 ("maximum")
+/// at 9, else 0.
+fn header(level: u32) -> [u8; 10] {
+    let mut h = HEADER;
+    h[8] = match level {
+        0 | 1 => 4,
+        9 => 2,
+        _ => 0,
+    };
+    h
+}
 /// A final, empty fixed-Huffman block: BFINAL=1, BTYPE=01, end-of-block code.
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 
@@ -233,7 +252,7 @@ impl<W: Write> GzEncoder<W> {
 
     fn write_header(&mut self) -> io::Result<()> {
         if !self.header_written {
-            self.inner.write_all(&HEADER)?;
+            self.inner.write_all(&header(self.level))?;
             self.header_written = true;
         }
         Ok(())
@@ -457,7 +476,8 @@ mod tests {
 
     fn round_trip(data: &[u8]) -> Vec<u8> {
         let z = gz(data, 1);
-        assert_eq!(&z[..10], &HEADER);
+        assert_eq!(&z[..10], &header(1));
+        assert_eq!(z[8], 4, "XFL fastest at level 1");
         assert_eq!(gunzip(&z), data, "flate2 GzDecoder");
         assert_eq!(system_gunzip(&z), data, "gzip -dc");
         z

@@ -400,7 +400,7 @@ impl Store {
                 w.out.finish(None, None)?
             }
             Compression::Gzip => {
-                let mut enc = crate::gzip::GzEncoder::new(w, 1);
+                let mut enc = crate::gzip::GzEncoder::new(w, crate::gzip::LAYER_LEVEL);
                 enc.write_from(&mut src)
                     .ctx("compress layer", diff_id.to_string())?;
                 enc.finish()
