@@ -401,8 +401,9 @@ impl Store {
                 w.out.finish(None, None)?
             }
             Compression::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::new(1));
-                io::copy(&mut src, &mut enc).ctx("compress layer", diff_id.to_string())?;
+                let mut enc = crate::gzip::GzEncoder::new(w, crate::gzip::LAYER_LEVEL);
+                enc.write_from(&mut src)
+                    .ctx("compress layer", diff_id.to_string())?;
                 enc.finish()
                     .ctx("compress layer", diff_id.to_string())?
                     .out

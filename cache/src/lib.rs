@@ -9,6 +9,7 @@
 pub mod digest;
 pub mod error;
 pub mod extract;
+pub mod gzip;
 pub mod reference;
 pub mod tarfmt;
 

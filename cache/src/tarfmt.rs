@@ -120,8 +120,10 @@ pub fn write_tar<W: Write>(dir: &Path, opts: &TarOptions, out: W) -> Result<TarD
     match opts.compression {
         Compression::None => write_through(dir, opts, outer, Ok),
         Compression::Gzip => {
-            let level = flate2::Compression::new(opts.level.unwrap_or(1).clamp(0, 9) as u32);
-            let enc = flate2::write::GzEncoder::new(outer, level);
+            let level = opts
+                .level
+                .map_or(crate::gzip::LAYER_LEVEL, |l| l.clamp(0, 9) as u32);
+            let enc = crate::gzip::GzEncoder::new(outer, level);
             write_through(dir, opts, enc, |enc| {
                 enc.finish().ctx("finish gzip stream of", dir)
             })

@@ -14,7 +14,8 @@
 //! files (removed on drop).
 //!
 //! Push: each layer is sent as the store's blob of the requested compression; a layer without
-//! one is compressed once (layers in parallel, hashing in the same pass), the new blob recorded
+//! one is compressed once (layers in parallel, each gzip layer's chunks on every core, hashing in
+//! the same pass), the new blob recorded
 //! by the store while the same bytes stream to the registry. A stored blob is first checked with
 //! `HEAD` and, when the store remembers it in another repository of the same registry
 //! (`remotes.json`), mounted from there instead of uploaded. Then the
@@ -632,6 +633,9 @@ impl ChunkTx {
 
 impl io::Write for ChunkTx {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // At most a chunk per message, however large the write (gzip writes 1 MiB pieces), so
+        // the channel holds at most 8 x 256 KiB.
+        let data = &data[..data.len().min(UPLOAD_CHUNK - self.buf.len())];
         self.buf.extend_from_slice(data);
         if self.buf.len() >= UPLOAD_CHUNK {
             self.send_buf()?;
@@ -709,6 +713,8 @@ pub async fn push_image(
             .map(|r| r.repositories.clone())
             .unwrap_or_default()
     };
+    // Layer threads read, hash and write their layer; gzip's deflate work goes to the store's
+    // process-wide pool (one thread per core), so more layers at once do not oversubscribe.
     let compressors = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(
