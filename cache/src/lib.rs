@@ -29,5 +29,5 @@ pub use gc::{CheckReport, GcRoots, Marks, PruneReport};
 pub use images::{Image, ImageSummary, RefIndex};
 pub use layers::{lowerdir_option, LayerBlob, LayerRecord, StagedLayer};
 pub use remotes::{BlobSighting, RemoteBlob};
-pub use store::{default_root, BlobWriter, StagedBlob, Store, StoreOptions};
+pub use store::{default_root, default_root_for, BlobWriter, StagedBlob, Store, StoreOptions};
 pub use tarfmt::{Compression, Mtime, TarOptions};

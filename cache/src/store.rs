@@ -65,18 +65,37 @@ pub struct Store {
 }
 
 /// The default store root: `$LADE_ROOT`, else `/var/lib/lade` for root, else
-/// `$XDG_DATA_HOME/lade` (`~/.local/share/lade`).
+/// `$XDG_DATA_HOME/lade`, else `$HOME/.local/share/lade` (see [`default_root_for`]).
 pub fn default_root() -> PathBuf {
-    if let Some(r) = std::env::var_os("LADE_ROOT").filter(|v| !v.is_empty()) {
+    let var = |k: &str| std::env::var_os(k);
+    default_root_for(
+        var("LADE_ROOT"),
+        nix::unistd::geteuid().is_root(),
+        var("XDG_DATA_HOME"),
+        var("HOME"),
+    )
+}
+
+/// [`default_root`] as a pure function of the environment it reads: `$LADE_ROOT`, `euid == 0`,
+/// `$XDG_DATA_HOME` and `$HOME` (`None` or empty = unset). An unset `$HOME` counts as `/`, as
+/// the XDG base directory spec's `$HOME/.local/share` then reads.
+pub fn default_root_for(
+    lade_root: Option<std::ffi::OsString>,
+    is_root: bool,
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty());
+    if let Some(r) = set(lade_root) {
         return PathBuf::from(r);
     }
-    if nix::unistd::geteuid().is_root() {
+    if is_root {
         return PathBuf::from("/var/lib/lade");
     }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+    if let Some(x) = set(xdg_data_home) {
         return PathBuf::from(x).join("lade");
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    let home = set(home).unwrap_or_else(|| "/".into());
     PathBuf::from(home).join(".local/share/lade")
 }
 
@@ -467,6 +486,40 @@ mod tests {
         drop(b);
         let _c = Store::open(&root).unwrap();
         assert!(!left.exists());
+    }
+
+    #[test]
+    fn default_root_follows_lade_root_then_uid_then_xdg_then_home() {
+        let s = |v: &str| Some(std::ffi::OsString::from(v));
+        let f = default_root_for;
+        // $LADE_ROOT wins for everyone.
+        assert_eq!(
+            f(s("/srv/lade"), true, s("/x"), s("/h")),
+            Path::new("/srv/lade")
+        );
+        assert_eq!(
+            f(s("rel/store"), false, s("/x"), s("/h")),
+            Path::new("rel/store")
+        );
+        // root: the system store, whatever XDG says.
+        assert_eq!(
+            f(None, true, s("/x"), s("/root")),
+            Path::new("/var/lib/lade")
+        );
+        // others: XDG data home, else ~/.local/share.
+        assert_eq!(f(None, false, s("/x"), s("/h")), Path::new("/x/lade"));
+        assert_eq!(
+            f(None, false, None, s("/home/u")),
+            Path::new("/home/u/.local/share/lade")
+        );
+        // Empty variables count as unset.
+        assert_eq!(f(s(""), true, None, None), Path::new("/var/lib/lade"));
+        assert_eq!(
+            f(s(""), false, s(""), s("/home/u")),
+            Path::new("/home/u/.local/share/lade")
+        );
+        assert_eq!(f(None, false, None, None), Path::new("/.local/share/lade"));
+        assert_eq!(f(None, false, None, s("")), Path::new("/.local/share/lade"));
     }
 
     #[test]
