@@ -37,6 +37,24 @@ pub struct StoreOptions {
     pub max_layer_bytes: u64,
     /// Wait for the store lock instead of failing with [`Error::Busy`].
     pub wait: bool,
+    /// `None` when lade runs as root; `Some((uid, gid))` of the caller otherwise (the default
+    /// follows the effective ids). A rootless sandbox's user namespace maps the caller, and
+    /// only the caller, to root, and mounts its overlay with `userxattr`; so for it snapshots
+    /// are unpacked as the caller (not with the layers' owners) with opaque directories marked
+    /// `user.overlay.opaque` (not `trusted.*`), and the caller's files in a committed upperdir
+    /// are written to the layer as root's. See [`StoreOptions::overlay_xattrs`].
+    pub rootless: Option<(u32, u32)>,
+}
+
+impl StoreOptions {
+    /// The namespace snapshots mark opaque directories with: the one the sandbox's overlay
+    /// mounts read (`trusted.*` as root, `user.*` when rootless).
+    pub fn overlay_xattrs(&self) -> crate::extract::OverlayXattrs {
+        match self.rootless {
+            None => crate::extract::OverlayXattrs::Trusted,
+            Some(_) => crate::extract::OverlayXattrs::User,
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -48,6 +66,10 @@ impl Default for StoreOptions {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(crate::extract::DEFAULT_MAX_BYTES),
             wait: true,
+            rootless: {
+                let uid = nix::unistd::geteuid();
+                (!uid.is_root()).then(|| (uid.as_raw(), nix::unistd::getegid().as_raw()))
+            },
         }
     }
 }
@@ -104,9 +126,43 @@ fn clean_tmp(tmp: &Path) {
         for e in rd.flatten() {
             let p = e.path();
             let _ = match e.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                Ok(t) if t.is_dir() => remove_tree(&p),
                 _ => fs::remove_file(&p),
             };
+        }
+    }
+}
+
+/// Removes a directory tree, first giving its owner write and search permission on the
+/// directories that lack it (a snapshot unpacked by an unprivileged user keeps the image's
+/// `0555` directories, whose entries only root could otherwise remove). Symlinks are never
+/// followed. Missing is fine.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        let mode = meta.permissions().mode() | 0o700;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            open_up(&e.path());
         }
     }
 }
