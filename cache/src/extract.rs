@@ -9,11 +9,16 @@
 //! cleaned lexically first only to find the parent/leaf split; safety does not rest on that.
 //!
 //! Three whiteout modes: [`WhiteoutMode::Overlay`] (a layer unpacked alone as an overlayfs lower
-//! layer: `.wh.x` becomes a `0:0` char device, `.wh..wh..opq` the `trusted.overlay.opaque=y`
-//! xattr), [`WhiteoutMode::Apply`] (a layer applied onto an existing tree: `.wh.x` deletes the
-//! in-root `x`, `.wh..wh..opq` deletes what earlier layers put in the directory) and
-//! [`WhiteoutMode::Keep`] (an archive that is no layer, e.g. a build context: `.wh.` names are
-//! ordinary files, as docker keeps them).
+//! layer: `.wh.x` becomes a `0:0` char device, `.wh..wh..opq` the overlay opaque xattr in the
+//! namespace the snapshot will be mounted with, see [`OverlayXattrs`]), [`WhiteoutMode::Apply`]
+//! (a layer applied onto an existing tree: `.wh.x` deletes the in-root `x`, `.wh..wh..opq`
+//! deletes what earlier layers put in the directory) and [`WhiteoutMode::Keep`] (an archive
+//! that is no layer, e.g. a build context: `.wh.` names are ordinary files, as docker keeps
+//! them).
+//!
+//! Directories get their mode from the archive only once everything is in them, so that a
+//! directory without owner write permission (`0555`) can still be filled by an unprivileged
+//! extraction.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -46,6 +51,53 @@ pub enum WhiteoutMode {
     Keep,
 }
 
+/// Where overlayfs keeps its metadata (here: the opaque-directory mark): `trusted.overlay.*`
+/// for a mount made by real root, `user.overlay.*` for one with the `userxattr` option, which is
+/// how an unprivileged user namespace mounts it (and the only namespace such a user can write).
+/// A snapshot must carry the namespace of the mounts it will be a lowerdir of: the runtime uses
+/// a user namespace (and `userxattr`) exactly when lade does not run as root, so the store picks
+/// [`OverlayXattrs::for_euid`] of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayXattrs {
+    Trusted,
+    User,
+}
+
+/// Prefixes of the xattrs overlayfs owns, in either namespace: never taken from an archive,
+/// never written to a layer tar.
+pub const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
+
+/// Whether `name` is an overlayfs xattr (of either namespace).
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    OVERLAY_XATTR_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p.as_bytes()))
+}
+
+impl OverlayXattrs {
+    /// `trusted.*` for root, `user.*` for anyone else.
+    pub fn for_euid(euid: u32) -> Self {
+        if euid == 0 {
+            OverlayXattrs::Trusted
+        } else {
+            OverlayXattrs::User
+        }
+    }
+
+    /// [`OverlayXattrs::for_euid`] of this process.
+    pub fn current() -> Self {
+        Self::for_euid(nix::unistd::geteuid().as_raw())
+    }
+
+    /// The opaque-directory xattr (`y` marks a directory that hides the layers below).
+    pub fn opaque(self) -> &'static str {
+        match self {
+            OverlayXattrs::Trusted => "trusted.overlay.opaque",
+            OverlayXattrs::User => "user.overlay.opaque",
+        }
+    }
+}
+
 /// Default cap on the uncompressed bytes of one layer or archive (64 GiB).
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
 
@@ -62,8 +114,15 @@ pub struct ExtractOptions {
     /// --chown` of a local archive, BuildKit v0.23+); directories the extraction creates
     /// because entries need them keep the extracting user.
     pub owner: Option<(u32, u32)>,
-    /// Restore xattrs from PAX `SCHILY.xattr.*` records (`trusted.overlay.*` never).
+    /// Restore xattrs from PAX `SCHILY.xattr.*` records (overlayfs's own, `trusted.overlay.*`
+    /// and `user.overlay.*`, never: an archive cannot forge whiteouts that way).
     pub xattrs: bool,
+    /// Overlay mode: the namespace of the opaque-directory xattr.
+    pub overlay_xattrs: OverlayXattrs,
+    /// Not root: device nodes (which only root may create) are skipped instead of failing
+    /// the extraction, as containers/storage does in a user namespace. A sandbox mounts its
+    /// own `/dev`, where image device nodes usually are.
+    pub skip_devices_without_privilege: bool,
     /// Label used in error messages (e.g. the layer digest).
     pub what: String,
 }
@@ -76,6 +135,8 @@ impl Default for ExtractOptions {
             same_owner: nix::unistd::geteuid().is_root(),
             owner: None,
             xattrs: true,
+            overlay_xattrs: OverlayXattrs::current(),
+            skip_devices_without_privilege: !nix::unistd::geteuid().is_root(),
             what: "archive".to_string(),
         }
     }
@@ -122,14 +183,26 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         x.entry(&mut entry)?;
         x.stats.entries += 1;
     }
-    // Directory times last, deepest first, so creating children does not change them.
+    // Directory modes and times last, deepest first, so creating children neither needs
+    // write permission the archive takes away nor changes their times.
     let dirs = std::mem::take(&mut x.dirs);
-    for (path, mtime) in dirs.iter().rev() {
-        let (parent, name) = split(path);
-        if let Ok(p) = x.resolve(&parent, false) {
-            let t = TimeSpec::new(*mtime, 0);
-            let _ = utimensat(&p, name, &t, &t, UtimensatFlags::NoFollowSymlink);
+    for d in dirs.iter().rev() {
+        let (parent, name) = split(&d.path);
+        let Ok(p) = x.resolve(&parent, false) else {
+            continue;
+        };
+        if let Some(mode) = d.mode {
+            // Still a directory (a later entry may have replaced it): never through a link.
+            if let Ok(fd) = openat2(
+                &*p,
+                name,
+                how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+            ) {
+                fchmod(&fd, Mode::from_bits_truncate(mode)).sys("chmod", &show(&d.path))?;
+            }
         }
+        let t = TimeSpec::new(d.mtime, 0);
+        let _ = utimensat(&p, name, &t, &t, UtimensatFlags::NoFollowSymlink);
     }
     Ok(x.stats)
 }
@@ -139,11 +212,19 @@ struct Extractor<'a> {
     opts: &'a ExtractOptions,
     /// Last resolved parent directory (entries of one directory are usually adjacent).
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
-    dirs: Vec<(Vec<u8>, i64)>,
+    dirs: Vec<DirFix>,
     /// Apply mode: paths this layer created (kept by an opaque whiteout).
     created: HashSet<Vec<u8>>,
     buf: Vec<u8>,
     stats: ExtractStats,
+}
+
+/// What is set on a directory once the whole archive is in.
+struct DirFix {
+    path: Vec<u8>,
+    mtime: i64,
+    /// The archive's mode, when it lacks owner write or search permission (set at the end).
+    mode: Option<u32>,
 }
 
 /// Lexically cleans a tar name: drops empty and `.` components, `..` pops (never above root).
@@ -322,7 +403,7 @@ impl Extractor<'_> {
                     }
                     _ => {
                         if let Some(x) = k.strip_prefix("SCHILY.xattr.") {
-                            if !x.starts_with("trusted.overlay.") {
+                            if !is_overlay_xattr(x.as_bytes()) {
                                 meta.xattrs.push((x.to_string(), v.to_vec()));
                             }
                         }
@@ -411,8 +492,19 @@ impl Extractor<'_> {
                     Mode::empty(),
                 )
                 .sys("open directory", &show(&path))?;
-                self.set_meta_fd(&d, &meta, &path)?;
-                self.dirs.push((path.clone(), meta.mtime));
+                // Keep the directory writable and searchable for its owner until the end.
+                let deferred = (meta.mode & 0o300 != 0o300).then_some(meta.mode);
+                let now = Meta {
+                    mode: meta.mode | 0o700,
+                    xattrs: std::mem::take(&mut meta.xattrs),
+                    ..meta
+                };
+                self.set_meta_fd(&d, &now, &path)?;
+                self.dirs.push(DirFix {
+                    path: path.clone(),
+                    mtime: meta.mtime,
+                    mode: deferred,
+                });
             }
             T::Regular | T::Continuous => {
                 let create = || {
@@ -514,8 +606,14 @@ impl Extractor<'_> {
                     T::Block => (SFlag::S_IFBLK, dev(entry)),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(&fd, &name[..], k, Mode::from_bits_truncate(0o600), dev)
-                    .sys("create device", &show(&path))?;
+                match mknodat(&fd, &name[..], k, Mode::from_bits_truncate(0o600), dev) {
+                    Err(Errno::EPERM)
+                        if k != SFlag::S_IFIFO && self.opts.skip_devices_without_privilege =>
+                    {
+                        return Ok(());
+                    }
+                    r => r.sys("create device", &show(&path))?,
+                }
                 self.chown_nofollow(&fd, &name, &meta, &path)?;
                 fchmodat(
                     &fd,
@@ -587,10 +685,13 @@ impl Extractor<'_> {
             WhiteoutMode::Overlay => {
                 let f = File::from(dirfd.try_clone().ctx("dup fd for", show(parent))?);
                 use xattr::FileExt;
-                f.set_xattr("trusted.overlay.opaque", b"y").ctx(
-                    "mark directory opaque (needs root for trusted.* xattrs)",
-                    show(parent),
-                )?;
+                let what = if self.opts.overlay_xattrs == OverlayXattrs::Trusted {
+                    "set trusted.overlay.opaque (root only) on directory"
+                } else {
+                    "set user.overlay.opaque (needs a filesystem with user xattrs) on directory"
+                };
+                f.set_xattr(self.opts.overlay_xattrs.opaque(), b"y")
+                    .ctx(what, show(parent))?;
             }
             WhiteoutMode::Apply => {
                 let p = format!("/proc/self/fd/{}", dirfd.as_fd().as_raw_fd());

@@ -79,7 +79,7 @@ pub fn disk_usage(p: &Path) -> u64 {
 
 fn remove_any(p: &Path) -> io::Result<()> {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(m) if m.is_dir() => crate::store::remove_tree(p),
         Ok(_) => fs::remove_file(p),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),

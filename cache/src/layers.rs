@@ -458,6 +458,9 @@ impl Store {
         let mut src = HashingReader::new(self.open_layer(diff_id)?);
         let opts = ExtractOptions {
             whiteouts: WhiteoutMode::Overlay,
+            overlay_xattrs: self.opts.overlay_xattrs(),
+            same_owner: self.opts.rootless.is_none(),
+            skip_devices_without_privilege: self.opts.rootless.is_some(),
             max_bytes: self.opts.max_layer_bytes,
             what: format!("layer {diff_id}"),
             ..Default::default()
@@ -501,7 +504,7 @@ impl Store {
                 Ok(())
             }
             Err(_) if dest.is_dir() => {
-                fs::remove_dir_all(&src).ctx("remove duplicate snapshot", &src)?;
+                crate::store::remove_tree(&src).ctx("remove duplicate snapshot", &src)?;
                 Ok(())
             }
             Err(e) => Err(e).ctx("rename snapshot into place", dest),
@@ -556,6 +559,8 @@ impl Store {
     pub fn commit_upperdir(&self, upper: &Path, opts: &TarOptions) -> Result<LayerRecord> {
         let topts = TarOptions {
             upperdir: true,
+            // Rootless: the sandbox's root is the caller, and so is the owner of what it made.
+            caller_as_root: self.opts.rootless,
             ..*opts
         };
         let (diff_id, rec) = self.add_uncompressed_layer(upper, &topts)?;

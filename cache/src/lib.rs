@@ -30,5 +30,8 @@ pub use gc::{disk_usage, CheckReport, GcRoots, Marks, PruneReport};
 pub use images::{Image, ImageSummary, RefIndex};
 pub use layers::{lowerdir_option, LayerBlob, LayerRecord, StagedLayer};
 pub use remotes::{BlobSighting, RemoteBlob};
-pub use store::{default_root, BlobWriter, StagedBlob, Store, StoreOptions, MAX_LAYER_BYTES_ENV};
+pub use store::{
+    default_root, default_root_for, BlobWriter, StagedBlob, Store, StoreOptions,
+    MAX_LAYER_BYTES_ENV,
+};
 pub use tarfmt::{Compression, Mtime, TarOptions};

@@ -41,6 +41,24 @@ pub struct StoreOptions {
     pub max_layer_bytes: u64,
     /// Wait for the store lock instead of failing with [`Error::Busy`].
     pub wait: bool,
+    /// `None` when lade runs as root; `Some((uid, gid))` of the caller otherwise (the default
+    /// follows the effective ids). A rootless sandbox's user namespace maps the caller, and
+    /// only the caller, to root, and mounts its overlay with `userxattr`; so for it snapshots
+    /// are unpacked as the caller (not with the layers' owners) with opaque directories marked
+    /// `user.overlay.opaque` (not `trusted.*`), and the caller's files in a committed upperdir
+    /// are written to the layer as root's. See [`StoreOptions::overlay_xattrs`].
+    pub rootless: Option<(u32, u32)>,
+}
+
+impl StoreOptions {
+    /// The namespace snapshots mark opaque directories with: the one the sandbox's overlay
+    /// mounts read (`trusted.*` as root, `user.*` when rootless).
+    pub fn overlay_xattrs(&self) -> crate::extract::OverlayXattrs {
+        match self.rootless {
+            None => crate::extract::OverlayXattrs::Trusted,
+            Some(_) => crate::extract::OverlayXattrs::User,
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -52,6 +70,10 @@ impl Default for StoreOptions {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(crate::extract::DEFAULT_MAX_BYTES),
             wait: true,
+            rootless: {
+                let uid = nix::unistd::geteuid();
+                (!uid.is_root()).then(|| (uid.as_raw(), nix::unistd::getegid().as_raw()))
+            },
         }
     }
 }
@@ -69,18 +91,37 @@ pub struct Store {
 }
 
 /// The default store root: `$LADE_ROOT`, else `/var/lib/lade` for root, else
-/// `$XDG_DATA_HOME/lade` (`~/.local/share/lade`).
+/// `$XDG_DATA_HOME/lade`, else `$HOME/.local/share/lade` (see [`default_root_for`]).
 pub fn default_root() -> PathBuf {
-    if let Some(r) = std::env::var_os("LADE_ROOT").filter(|v| !v.is_empty()) {
+    let var = |k: &str| std::env::var_os(k);
+    default_root_for(
+        var("LADE_ROOT"),
+        nix::unistd::geteuid().is_root(),
+        var("XDG_DATA_HOME"),
+        var("HOME"),
+    )
+}
+
+/// [`default_root`] as a pure function of the environment it reads: `$LADE_ROOT`, `euid == 0`,
+/// `$XDG_DATA_HOME` and `$HOME` (`None` or empty = unset). An unset `$HOME` counts as `/`, as
+/// the XDG base directory spec's `$HOME/.local/share` then reads.
+pub fn default_root_for(
+    lade_root: Option<std::ffi::OsString>,
+    is_root: bool,
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty());
+    if let Some(r) = set(lade_root) {
         return PathBuf::from(r);
     }
-    if nix::unistd::geteuid().is_root() {
+    if is_root {
         return PathBuf::from("/var/lib/lade");
     }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+    if let Some(x) = set(xdg_data_home) {
         return PathBuf::from(x).join("lade");
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    let home = set(home).unwrap_or_else(|| "/".into());
     PathBuf::from(home).join(".local/share/lade")
 }
 
@@ -89,9 +130,43 @@ fn clean_tmp(tmp: &Path) {
         for e in rd.flatten() {
             let p = e.path();
             let _ = match e.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                Ok(t) if t.is_dir() => remove_tree(&p),
                 _ => fs::remove_file(&p),
             };
+        }
+    }
+}
+
+/// Removes a directory tree, first giving its owner write and search permission on the
+/// directories that lack it (a snapshot unpacked by an unprivileged user keeps the image's
+/// `0555` directories, whose entries only root could otherwise remove). Symlinks are never
+/// followed. Missing is fine.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        let mode = meta.permissions().mode() | 0o700;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    }
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            open_up(&e.path());
         }
     }
 }
@@ -472,6 +547,40 @@ mod tests {
         drop(b);
         let _c = Store::open(&root).unwrap();
         assert!(!left.exists());
+    }
+
+    #[test]
+    fn default_root_follows_lade_root_then_uid_then_xdg_then_home() {
+        let s = |v: &str| Some(std::ffi::OsString::from(v));
+        let f = default_root_for;
+        // $LADE_ROOT wins for everyone.
+        assert_eq!(
+            f(s("/srv/lade"), true, s("/x"), s("/h")),
+            Path::new("/srv/lade")
+        );
+        assert_eq!(
+            f(s("rel/store"), false, s("/x"), s("/h")),
+            Path::new("rel/store")
+        );
+        // root: the system store, whatever XDG says.
+        assert_eq!(
+            f(None, true, s("/x"), s("/root")),
+            Path::new("/var/lib/lade")
+        );
+        // others: XDG data home, else ~/.local/share.
+        assert_eq!(f(None, false, s("/x"), s("/h")), Path::new("/x/lade"));
+        assert_eq!(
+            f(None, false, None, s("/home/u")),
+            Path::new("/home/u/.local/share/lade")
+        );
+        // Empty variables count as unset.
+        assert_eq!(f(s(""), true, None, None), Path::new("/var/lib/lade"));
+        assert_eq!(
+            f(s(""), false, s(""), s("/home/u")),
+            Path::new("/home/u/.local/share/lade")
+        );
+        assert_eq!(f(None, false, None, None), Path::new("/.local/share/lade"));
+        assert_eq!(f(None, false, None, s("")), Path::new("/.local/share/lade"));
     }
 
     #[test]

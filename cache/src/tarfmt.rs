@@ -3,8 +3,10 @@
 //! The writer produces what docker/BuildKit produce for a layer: entries sorted by name, numeric
 //! ownership, no user/group names, PAX records for long names, large ids/sizes and xattrs, two
 //! zero blocks at the end. With [`TarOptions::upperdir`] the directory is read as an overlayfs
-//! upperdir: a `0:0` character device becomes `.wh.NAME` and `trusted.overlay.opaque=y` becomes
-//! `DIR/.wh..wh..opq`. `trusted.overlay.*` xattrs are never written.
+//! upperdir: a `0:0` character device becomes `.wh.NAME` and an opaque directory (the
+//! `overlay.opaque=y` xattr in either namespace: `trusted.*` from a mount by root, `user.*`
+//! from a `userxattr` mount in a user namespace) becomes `DIR/.wh..wh..opq`. overlayfs's own
+//! xattrs (`trusted.overlay.*`, `user.overlay.*`) are never written.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,6 +18,7 @@ use std::path::Path;
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::extract::OverlayXattrs;
 
 /// Compression of a layer tar stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -89,6 +92,10 @@ pub struct TarOptions {
     pub compression: Compression,
     /// Compression level (gzip 0-9, zstd 1-22); `None` = a fast default.
     pub level: Option<i32>,
+    /// Write files owned by this uid (and this gid) as owned by 0: the upperdir of a rootless
+    /// sandbox, whose user namespace maps the caller to root, holds the caller's files where
+    /// the container saw root's.
+    pub caller_as_root: Option<(u32, u32)>,
 }
 
 impl Default for TarOptions {
@@ -98,6 +105,7 @@ impl Default for TarOptions {
             mtime: Mtime::Keep,
             compression: Compression::None,
             level: None,
+            caller_as_root: None,
         }
     }
 }
@@ -160,6 +168,19 @@ fn write_through<W: Write, E: Write>(
         digest,
         compressed_size,
     })
+}
+
+/// Whether an upperdir directory is marked opaque, in either xattr namespace (see the module
+/// docs): whichever way the sandbox mounted its overlay, the kernel wrote one of them.
+fn is_opaque(dir: &Path) -> bool {
+    [OverlayXattrs::Trusted, OverlayXattrs::User]
+        .iter()
+        .any(|ns| {
+            xattr::get(dir, ns.opaque())
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y")
+        })
 }
 
 fn io_err(p: &Path, e: io::Error) -> Error {
@@ -245,7 +266,7 @@ impl<W: Write> Walker<'_, W> {
         };
         for n in names {
             let nb = n.as_bytes();
-            if nb.starts_with(b"trusted.overlay.") {
+            if crate::extract::is_overlay_xattr(nb) {
                 continue;
             }
             if let Some(v) = xattr::get(path, &n).ctx("read xattr of", path)? {
@@ -261,11 +282,16 @@ impl<W: Write> Walker<'_, W> {
         let ft = meta.file_type();
         let mtime = self.mtime(meta.mtime());
         let mode = meta.mode() & 0o7777;
+        let (mut uid, mut gid) = (meta.uid(), meta.gid());
+        if let Some((cu, cg)) = self.opts.caller_as_root {
+            uid = if uid == cu { 0 } else { uid };
+            gid = if gid == cg { 0 } else { gid };
+        }
         let mut e = Entry {
             name: rel,
             mode,
-            uid: meta.uid().into(),
-            gid: meta.gid().into(),
+            uid: uid.into(),
+            gid: gid.into(),
             size: 0,
             mtime,
             kind: b'0',
@@ -287,12 +313,7 @@ impl<W: Write> Walker<'_, W> {
             e.kind = b'5';
             e.xattrs = self.xattrs(path)?;
             self.header(&e)?;
-            if self.opts.upperdir
-                && xattr::get(path, "trusted.overlay.opaque")
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v == b"y")
-            {
+            if self.opts.upperdir && is_opaque(path) {
                 let mut wh = n.clone();
                 wh.extend_from_slice(b".wh..wh..opq");
                 self.header(&Entry {
@@ -713,5 +734,73 @@ mod tests {
             names,
             vec![".wh.gone", "opq/", "opq/.wh..wh..opq", "opq/new"]
         );
+    }
+
+    /// An upperdir from a `userxattr` mount (a rootless sandbox) marks opaque directories with
+    /// `user.overlay.opaque`: the same `.wh..wh..opq`, and no overlay xattr of either namespace
+    /// in the tar (a plain `user.*` one is kept).
+    #[test]
+    fn upperdir_opaque_in_the_user_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["opq", "plain", "both"] {
+            fs::create_dir(t.path().join(d)).unwrap();
+        }
+        xattr::set(t.path().join("opq"), "user.overlay.opaque", b"y").unwrap();
+        xattr::set(t.path().join("opq"), "user.lade", b"kept").unwrap();
+        // Other overlay metadata (and a non-`y` value) is not an opaque mark.
+        xattr::set(t.path().join("plain"), "user.overlay.impure", b"y").unwrap();
+        xattr::set(t.path().join("both"), "user.overlay.opaque", b"x").unwrap();
+        let mut out = Vec::new();
+        let opts = TarOptions {
+            upperdir: true,
+            ..Default::default()
+        };
+        write_tar(t.path(), &opts, &mut out).unwrap();
+        let names: Vec<_> = entries(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(names, vec!["both/", "opq/", "opq/.wh..wh..opq", "plain/"]);
+        let mut a = tar::Archive::new(&out[..]);
+        let mut keys = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if let Some(pax) = e.pax_extensions().unwrap() {
+                for x in pax {
+                    keys.push(x.unwrap().key().unwrap().to_string());
+                }
+            }
+        }
+        assert_eq!(keys, vec!["SCHILY.xattr.user.lade"]);
+        // A rootless sandbox's upperdir: the caller's files are root's in the layer.
+        std::os::unix::fs::chown(t.path().join("opq"), Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(t.path().join("plain"), Some(1234), Some(65534)).unwrap();
+        let mut out = Vec::new();
+        let opts = TarOptions {
+            upperdir: true,
+            caller_as_root: Some((65534, 65534)),
+            ..Default::default()
+        };
+        write_tar(t.path(), &opts, &mut out).unwrap();
+        let owners: Vec<(String, u64, u64)> = tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                )
+            })
+            .filter(|(n, _, _)| n == "opq/" || n == "plain/")
+            .collect();
+        assert_eq!(
+            owners,
+            vec![("opq/".into(), 0, 0), ("plain/".into(), 1234, 0)]
+        );
+        // Not an upperdir (a plain directory imported as a layer): no whiteouts made up.
+        let mut out = Vec::new();
+        write_tar(t.path(), &TarOptions::default(), &mut out).unwrap();
+        let names: Vec<_> = entries(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(names, vec!["both/", "opq/", "plain/"]);
     }
 }

@@ -71,8 +71,10 @@ pub struct ClientConfig {
     /// Longest silence while reading a response; a stalled transfer fails (and is retried)
     /// after this, it never hangs.
     pub read_timeout: Duration,
-    /// Blobs larger than this are uploaded in `PATCH` chunks of this size; `None` (default)
-    /// uploads every blob in one `PUT`.
+    /// Blobs larger than this are uploaded in `PATCH` chunks of this size (`LADE_PUSH_CHUNK_SIZE`
+    /// in [`ClientConfig::from_env`]); `None` (default) uploads every blob in one request.
+    /// Either way, a registry (or a proxy in front of it) that answers `413 Request Entity Too
+    /// Large` gets chunks from then on, halved until it takes them (see [`MIN_UPLOAD_CHUNK`]).
     pub upload_chunk_size: Option<u64>,
     /// Layers downloaded at once by [`Client::fetch_blobs`] (default 3, docker's).
     pub max_concurrent_downloads: usize,
@@ -106,8 +108,10 @@ impl ClientConfig {
     /// Defaults plus the environment: credentials from Lade's and docker's config files
     /// ([`CredentialStore::from_env`]), `LADE_CERTS_DIR` (colon-separated `certs.d`-style
     /// directories searched before docker's and containers'), `LADE_INSECURE_REGISTRIES`
-    /// (comma-separated hosts, as `--insecure-registry`).
-    pub fn from_env() -> ClientConfig {
+    /// (comma-separated hosts, as `--insecure-registry`), `LADE_PUSH_CHUNK_SIZE` (bytes, or
+    /// with a `k`/`M`/`G` suffix: [`ClientConfig::upload_chunk_size`]; `0` = one request per
+    /// blob). An unreadable setting is an error.
+    pub fn from_env() -> Result<ClientConfig> {
         let mut cfg = ClientConfig {
             credentials: CredentialStore::from_env(),
             ..ClientConfig::default()
@@ -122,7 +126,18 @@ impl ClientConfig {
                 cfg.add_insecure_registry(host);
             }
         }
-        cfg
+        if let Some(v) = std::env::var_os("LADE_PUSH_CHUNK_SIZE").filter(|v| !v.is_empty()) {
+            let text = v.to_string_lossy();
+            let size = parse_byte_size(&text).ok_or_else(|| Error::InvalidSetting {
+                name: "LADE_PUSH_CHUNK_SIZE".into(),
+                reason: format!(
+                    "{text:?} is not a size: give bytes, optionally with a k, M or G suffix \
+                     (e.g. 5M), or 0 for one request per blob"
+                ),
+            })?;
+            cfg.upload_chunk_size = (size > 0).then_some(size);
+        }
+        Ok(cfg)
     }
 
     /// Allows plain HTTP (and unverified TLS) for `registry` (`host[:port]`, or a URL).
@@ -158,6 +173,29 @@ pub(crate) struct Inner {
     registries: Mutex<HashMap<String, Arc<RegistryState>>>,
 }
 
+/// Smallest upload chunk [`Client`] falls back to when a registry keeps answering `413`; a
+/// registry refusing even that is an error.
+pub const MIN_UPLOAD_CHUNK: u64 = 64 << 10;
+
+/// First chunk size after a `413` on a whole-blob upload when none is configured (halved while
+/// the registry still refuses, never above half of what was refused).
+const FALLBACK_UPLOAD_CHUNK: u64 = 8 << 20;
+
+/// Parses `123`, `64k`, `5M`, `5MiB`, `1G`, `2GB` (binary multiples, case-insensitive).
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split].parse().ok()?;
+    let shift = match t[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
 /// Per-registry state, created on first use.
 pub(crate) struct RegistryState {
     /// As users write it: credentials key, error messages.
@@ -166,6 +204,45 @@ pub(crate) struct RegistryState {
     pub host: String,
     endpoint: tokio::sync::OnceCell<Endpoint>,
     auth: tokio::sync::Mutex<AuthState>,
+    /// Upload chunk size a `413` taught (0: none yet); only ever lowered.
+    learned_chunk: std::sync::atomic::AtomicU64,
+}
+
+impl RegistryState {
+    /// The chunk size for uploads to this registry: what a `413` taught, else `configured`.
+    pub(crate) fn upload_chunk(&self, configured: Option<u64>) -> Option<u64> {
+        match self
+            .learned_chunk
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => configured.filter(|c| *c > 0),
+            n => Some(n),
+        }
+    }
+
+    /// A request body of `refused` bytes was answered `413`: uploads go in chunks of at most
+    /// half of it from now on. Returns the new chunk size, `None` when `refused` was already
+    /// at most [`MIN_UPLOAD_CHUNK`] (smaller chunks are not worth a request each).
+    pub(crate) fn shrink_chunk(&self, refused: u64, configured: Option<u64>) -> Option<u64> {
+        if refused <= MIN_UPLOAD_CHUNK {
+            return None;
+        }
+        let current = self
+            .upload_chunk(configured)
+            .unwrap_or(FALLBACK_UPLOAD_CHUNK);
+        let next = current.min(refused / 2).max(MIN_UPLOAD_CHUNK);
+        let mut set = next;
+        let _ = self.learned_chunk.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |old| {
+                // Another upload may have learned a smaller size meanwhile: keep the smaller.
+                set = if old == 0 { next } else { old.min(next) };
+                Some(set)
+            },
+        );
+        Some(set)
+    }
 }
 
 #[derive(Clone)]
@@ -255,6 +332,7 @@ impl Client {
                     host: api_host(name).to_string(),
                     endpoint: tokio::sync::OnceCell::new(),
                     auth: tokio::sync::Mutex::new(AuthState::default()),
+                    learned_chunk: std::sync::atomic::AtomicU64::new(0),
                 })
             })
             .clone()
@@ -993,6 +1071,52 @@ mod tests {
             !cfg.plain_http_allowed("reg.example"),
             "the port is part of the name"
         );
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("5242880"), Some(5 << 20));
+        assert_eq!(parse_byte_size("64k"), Some(64 << 10));
+        assert_eq!(parse_byte_size("5M"), Some(5 << 20));
+        assert_eq!(parse_byte_size(" 5MiB "), Some(5 << 20));
+        assert_eq!(parse_byte_size("1gb"), Some(1 << 30));
+        assert_eq!(parse_byte_size("0"), Some(0));
+        for bad in [
+            "",
+            "M",
+            "5X",
+            "-1",
+            "1.5M",
+            "5 MB extra",
+            "99999999999999999999G",
+        ] {
+            assert_eq!(parse_byte_size(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_size_shrinks_after_413_down_to_a_floor() {
+        let client = Client::new(ClientConfig::default());
+        let reg = client.registry("reg.example");
+        assert_eq!(reg.upload_chunk(None), None);
+        assert_eq!(reg.upload_chunk(Some(0)), None);
+        assert_eq!(reg.upload_chunk(Some(3 << 20)), Some(3 << 20));
+        // A whole 100 MiB blob refused: the fallback chunk size.
+        assert_eq!(reg.shrink_chunk(100 << 20, None), Some(8 << 20));
+        assert_eq!(reg.upload_chunk(None), Some(8 << 20));
+        assert_eq!(reg.upload_chunk(Some(16 << 20)), Some(8 << 20));
+        // Then halved per refused chunk; never raised by a larger refusal.
+        assert_eq!(reg.shrink_chunk(8 << 20, None), Some(4 << 20));
+        assert_eq!(reg.shrink_chunk(100 << 20, None), Some(4 << 20));
+        // A small refused blob: half of it.
+        let other = client.registry("other.example");
+        assert_eq!(other.shrink_chunk(1 << 20, Some(4 << 20)), Some(512 << 10));
+        assert_eq!(
+            other.shrink_chunk(100 << 10, None),
+            Some(MIN_UPLOAD_CHUNK),
+            "never below the floor"
+        );
+        assert_eq!(other.shrink_chunk(MIN_UPLOAD_CHUNK, None), None);
     }
 
     #[test]

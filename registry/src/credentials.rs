@@ -4,8 +4,10 @@
 //! Lade's file uses docker's `auths` format (`{"auths": {"host": {"auth": base64(user:pass)}}}`),
 //! mode 0600, so docker tooling pointed at it can read it. Lookup order for a registry: Lade's
 //! file, then docker's credential helper for it (`credHelpers`, else `credsStore`), then docker's
-//! `auths`. A helper that is not installed counts as "no credentials"; one that fails or does
-//! not answer within the timeout is an error. Secrets never appear in `Debug` output or errors.
+//! `auths`. A helper that is not installed, fails, or does not answer within the timeout is an
+//! error for the registries it serves (as with docker: `error getting credentials`), never a
+//! silent fall back to anonymous access; other registries are not affected. Secrets never
+//! appear in `Debug` output or errors.
 
 use std::fmt;
 use std::io::Write;
@@ -146,15 +148,20 @@ impl CredentialStore {
                     .cred_helpers
                     .iter()
                     .find(|(k, _)| normalize_registry(k).ok().as_deref() == Some(registry))
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| cfg.creds_store.clone())
-                    .filter(|h| !h.is_empty());
-                if let Some(helper) = helper {
+                    .map(|(k, v)| (v.clone(), format!("credHelpers[{k:?}]")))
+                    .or_else(|| {
+                        cfg.creds_store
+                            .clone()
+                            .map(|h| (h, "credsStore".to_string()))
+                    })
+                    .filter(|(h, _)| !h.is_empty());
+                if let Some((helper, named_by)) = helper {
                     if let Some(c) = run_helper(
                         &helper,
                         registry,
                         self.helper_timeout,
                         self.helper_dir.as_deref(),
+                        &format!("{named_by} in {}", path.display()),
                     )
                     .await?
                     {
@@ -373,12 +380,15 @@ fn write_private(path: &Path, doc: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Runs `docker-credential-<helper> get` with the registry's server URL on stdin.
+/// Runs `docker-credential-<helper> get` with the registry's server URL on stdin. `named_by`
+/// says where the helper was configured (`credsStore in FILE`), for the error when it is not
+/// installed.
 async fn run_helper(
     helper: &str,
     registry: &str,
     timeout: Duration,
     helper_dir: Option<&Path>,
+    named_by: &str,
 ) -> Result<Option<Credential>> {
     let err = |detail: String| Error::CredentialHelper {
         helper: helper.to_string(),
@@ -404,7 +414,16 @@ async fn run_helper(
         .spawn()
     {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // docker: `error getting credentials - err: exec: "docker-credential-x":
+            // executable file not found in $PATH`. Going on without credentials would turn
+            // into a confusing 401 (or a push to the wrong account) later.
+            return Err(err(format!(
+                "error getting credentials for {registry}: {program:?} is not installed \
+                 (executable file not found in $PATH); it is named by {named_by}: install it, \
+                 or remove that entry and run `lade login {registry}`"
+            )));
+        }
         Err(e) => return Err(err(format!("cannot start {program}: {e}"))),
     };
     let server = auth_key(registry).to_string();
@@ -669,10 +688,16 @@ mod tests {
             Some(Credential::basic("f", "f")),
             "helper has nothing: docker's auths are used"
         );
-        assert_eq!(
-            lookup("missing.example").await.unwrap(),
-            Some(Credential::basic("m", "m")),
-            "an uninstalled helper is no credentials, not an error"
+        // An uninstalled helper is an error for the registry it serves (docker's "error
+        // getting credentials"), not a silent fall back to `auths` or anonymous access.
+        let err = lookup("missing.example").await.unwrap_err().to_string();
+        assert!(
+            err.contains("docker-credential-lade-test-not-installed")
+                && err.contains("not installed")
+                && err.contains("missing.example")
+                && err.contains(r#"credHelpers["missing.example"]"#)
+                && err.contains("config.json"),
+            "{err}"
         );
         let err = lookup("broken.example").await.unwrap_err().to_string();
         assert!(
@@ -683,5 +708,35 @@ mod tests {
         let err = lookup("slow.example").await.unwrap_err().to_string();
         assert!(err.contains("no answer"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
+
+        // A missing credsStore fails the registries it serves, not those with their own helper
+        // or with credentials in Lade's file.
+        let docker2 = dir.path().join("config2.json");
+        write(
+            &docker2,
+            &serde_json::json!({
+                "credsStore": "lade-test-gone",
+                "credHelpers": {"reg.example": "lade-test-store"},
+            })
+            .to_string(),
+        );
+        let lade = dir.path().join("lade/auth.json");
+        let store = CredentialStore::new(Some(lade), Some(docker2)).with_helper_dir(bin.clone());
+        store.save("mine.example", "me", "pw").unwrap();
+        assert_eq!(
+            store.lookup("reg.example").await.unwrap(),
+            Some(Credential::basic("hu", "hs"))
+        );
+        assert_eq!(
+            store.lookup("mine.example").await.unwrap(),
+            Some(Credential::basic("me", "pw"))
+        );
+        let err = store.lookup("other.example").await.unwrap_err().to_string();
+        assert!(
+            err.contains("docker-credential-lade-test-gone")
+                && err.contains("credsStore in")
+                && err.contains("other.example"),
+            "{err}"
+        );
     }
 }

@@ -109,6 +109,9 @@ pub enum Error {
     #[error("credential helper docker-credential-{helper}: {detail}")]
     CredentialHelper { helper: String, detail: String },
 
+    #[error("invalid {name}: {reason}")]
+    InvalidSetting { name: String, reason: String },
+
     #[error("config file {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
 
@@ -131,6 +134,12 @@ impl Error {
     /// Whether a filesystem (the store's) was full or a disk quota used up.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Error::Store(e) if e.is_disk_full())
+    }
+
+    /// Whether the registry (or a proxy in front of it) refused a request body as too large
+    /// (`413 Request Entity Too Large`).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Error::Registry { status: 413, .. })
     }
 
     /// Whether another attempt may succeed (connection trouble, 429, 5xx).

@@ -11,7 +11,7 @@
 //! ```no_run
 //! # async fn demo() -> lade_registry::Result<()> {
 //! use lade_registry::{Client, ClientConfig, Platform, ProgressFn, Reference};
-//! let client = Client::new(ClientConfig::from_env());
+//! let client = Client::new(ClientConfig::from_env()?);
 //! let r = Reference::parse("localhost:5000/app:1")?;
 //! let image = client.resolve_image(&r, &Platform::default()).await?;
 //! let config = client.fetch_blob_bytes(&r, &image.image.config, lade_registry::MAX_CONFIG_SIZE).await?;
@@ -33,7 +33,9 @@ mod push;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use client::{is_loopback, Client, ClientConfig, RetryPolicy};
+pub use client::{
+    is_loopback, parse_byte_size, Client, ClientConfig, RetryPolicy, MIN_UPLOAD_CHUNK,
+};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use hub::api_host;

@@ -107,12 +107,14 @@ impl Client {
                 done: 0,
                 total: desc.size,
             });
-            let result = match self.config().upload_chunk_size {
-                Some(chunk) if chunk > 0 && desc.size > chunk => {
+            let configured = self.config().upload_chunk_size;
+            let chunked = reg.upload_chunk(configured).filter(|c| desc.size > *c);
+            let result = match chunked {
+                Some(chunk) => {
                     self.upload_chunked(&reg, target, location, desc, source, chunk, progress)
                         .await
                 }
-                _ => {
+                None => {
                     self.upload_monolithic(&reg, target, location, desc, source, progress)
                         .await
                 }
@@ -124,6 +126,15 @@ impl Client {
                         total: desc.size,
                     });
                     return Ok(PushedBlob::Uploaded);
+                }
+                // The whole blob in one request is too large for the registry or a proxy in
+                // front of it (nginx's client_max_body_size): upload it in chunks instead, in a
+                // new session. Not an attempt: the chunk size only ever goes down.
+                Err(e) if chunked.is_none() && e.is_too_large() => {
+                    if reg.shrink_chunk(desc.size, configured).is_none() {
+                        return Err(refused_even_in_chunks(e, desc.size));
+                    }
+                    attempt -= 1;
                 }
                 Err(e) if e.is_transient() && attempt < max_attempts => {
                     let text = e.to_string();
@@ -259,6 +270,11 @@ impl Client {
     {
         let reg = self.registry(target.registry());
         let location = self.start_upload(&reg, target).await?;
+        if let Some(chunk) = reg.upload_chunk(self.config().upload_chunk_size) {
+            return self
+                .upload_stream_chunked(&reg, target, location, chunks, chunk, progress)
+                .await;
+        }
         let hasher = Arc::new(Mutex::new(Hasher::new()));
         let tap = hasher.clone();
         let stream = chunks.map(move |chunk| {
@@ -286,9 +302,21 @@ impl Client {
             )
             .await?;
         if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-            return Err(self
+            let e = self
                 .error_from(&reg, resp, &operation, ErrorContext::Other)
-                .await);
+                .await;
+            if e.is_too_large() {
+                // The stream is spent; the next uploads to this registry go in chunks (the
+                // caller pushes this blob again from its file).
+                let sent = hasher.lock().map_or(0, |h| h.len());
+                if reg
+                    .shrink_chunk(sent, self.config().upload_chunk_size)
+                    .is_none()
+                {
+                    return Err(refused_even_in_chunks(e, sent));
+                }
+            }
+            return Err(e);
         }
         let location = self.location(&reg, &resp, &location, &operation)?;
         let hasher = hasher
@@ -313,6 +341,132 @@ impl Client {
             total: size,
         });
         Ok((digest, size))
+    }
+
+    /// [`Client::upload_byte_stream`] in `PATCH` requests of at most `chunk` bytes (buffered
+    /// in memory, one chunk at a time), hashing on the way; a chunk answered `413` is sent
+    /// again in smaller pieces.
+    async fn upload_stream_chunked<S>(
+        &self,
+        reg: &RegistryState,
+        target: &Reference,
+        mut location: Url,
+        chunks: S,
+        chunk: u64,
+        progress: &ProgressFn,
+    ) -> Result<(Digest, u64)>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let mut chunks = std::pin::pin!(chunks);
+        let mut hasher = Hasher::new();
+        let mut buf = bytes::BytesMut::new();
+        let mut size = chunk;
+        let mut offset = 0u64;
+        let mut ended = false;
+        loop {
+            while !ended && (buf.len() as u64) < size {
+                match chunks.next().await {
+                    Some(Ok(b)) => {
+                        hasher.update(&b);
+                        buf.extend_from_slice(&b);
+                    }
+                    Some(Err(e)) => {
+                        return Err(Error::io(
+                            format!("reading the blob to upload to {}", target.name()),
+                            e,
+                        ))
+                    }
+                    None => ended = true,
+                }
+            }
+            if buf.is_empty() {
+                break;
+            }
+            let n = buf.len().min(usize::try_from(size).unwrap_or(usize::MAX));
+            let piece = buf.split_to(n).freeze();
+            match self
+                .patch_chunk(
+                    reg,
+                    target,
+                    &location,
+                    offset,
+                    n as u64,
+                    ReqBody::Bytes(piece.clone()),
+                    "blob",
+                )
+                .await
+            {
+                Ok(next) => {
+                    location = next;
+                    offset += n as u64;
+                }
+                Err(e) if e.is_too_large() => {
+                    size = reg
+                        .shrink_chunk(n as u64, self.config().upload_chunk_size)
+                        .ok_or_else(|| refused_even_in_chunks(e, n as u64))?;
+                    let mut again = bytes::BytesMut::from(&piece[..]);
+                    again.extend_from_slice(&buf);
+                    buf = again;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let total = hasher.len();
+        let digest = hasher.finish();
+        progress.emit(Progress::Advanced {
+            digest: &digest,
+            done: total,
+            total,
+        });
+        self.finish_upload(reg, target, location, &digest, ReqBody::Empty, 0)
+            .await?;
+        progress.emit(Progress::Finished {
+            digest: &digest,
+            total,
+        });
+        Ok((digest, total))
+    }
+
+    /// One `PATCH` of `len` bytes at `offset` of an upload session; returns the session's next
+    /// location. `what` names the blob in the operation.
+    #[allow(clippy::too_many_arguments)]
+    async fn patch_chunk(
+        &self,
+        reg: &RegistryState,
+        target: &Reference,
+        location: &Url,
+        offset: u64,
+        len: u64,
+        body: ReqBody,
+        what: &str,
+    ) -> Result<Url> {
+        let operation = format!("PATCH {what} to {}", target.name());
+        let scopes = [Scope::push(target.repository())];
+        let mut headers = octet_stream();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        if let Ok(v) = HeaderValue::from_str(&format!("{offset}-{}", offset + len - 1)) {
+            headers.insert(CONTENT_RANGE, v);
+        }
+        let resp = self
+            .execute(
+                reg,
+                Req {
+                    method: Method::PATCH,
+                    url: location.clone(),
+                    headers,
+                    body,
+                    scopes: &scopes,
+                    operation: operation.clone(),
+                },
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self
+                .error_from(reg, resp, &operation, ErrorContext::Other)
+                .await);
+        }
+        self.location(reg, &resp, location, &operation)
     }
 
     /// Pushes a manifest under `target`'s tag (or digest) with `media_type` as its
@@ -464,6 +618,8 @@ impl Client {
             .await
     }
 
+    /// Uploads `source` in `PATCH` requests of `chunk` bytes; a chunk answered `413` is sent
+    /// again in smaller pieces (the refused request never reached the session).
     #[allow(clippy::too_many_arguments)]
     async fn upload_chunked(
         &self,
@@ -475,45 +631,27 @@ impl Client {
         chunk: u64,
         progress: &ProgressFn,
     ) -> Result<()> {
-        let operation = format!("PATCH blob {} to {}", desc.digest, target.name());
-        let scopes = [Scope::push(target.repository())];
+        let what = format!("blob {}", desc.digest);
+        let mut chunk = chunk;
         let mut offset = 0;
         while offset < desc.size {
-            let end = (offset + chunk).min(desc.size);
-            let mut headers = octet_stream();
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(end - offset));
-            if let Ok(v) = HeaderValue::from_str(&format!("{offset}-{}", end - 1)) {
-                headers.insert(CONTENT_RANGE, v);
+            let len = chunk.min(desc.size - offset);
+            let body = source_body(source, offset, len, &desc.digest, progress, desc.size).await?;
+            match self
+                .patch_chunk(reg, target, &location, offset, len, body, &what)
+                .await
+            {
+                Ok(next) => {
+                    location = next;
+                    offset += len;
+                }
+                Err(e) if e.is_too_large() => {
+                    chunk = reg
+                        .shrink_chunk(len, self.config().upload_chunk_size)
+                        .ok_or_else(|| refused_even_in_chunks(e, len))?;
+                }
+                Err(e) => return Err(e),
             }
-            let body = source_body(
-                source,
-                offset,
-                end - offset,
-                &desc.digest,
-                progress,
-                desc.size,
-            )
-            .await?;
-            let resp = self
-                .execute(
-                    reg,
-                    Req {
-                        method: Method::PATCH,
-                        url: location.clone(),
-                        headers,
-                        body,
-                        scopes: &scopes,
-                        operation: operation.clone(),
-                    },
-                )
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(self
-                    .error_from(reg, resp, &operation, ErrorContext::Other)
-                    .await);
-            }
-            location = self.location(reg, &resp, &location, &operation)?;
-            offset = end;
         }
         self.finish_upload(reg, target, location, &desc.digest, ReqBody::Empty, 0)
             .await
@@ -592,6 +730,29 @@ enum Mount {
     Mounted,
     /// The registry did not mount but opened an ordinary upload session (202).
     Session(Url),
+}
+
+/// The `413` that ends an upload: `refused` bytes (a whole blob or chunk no larger than
+/// [`MIN_UPLOAD_CHUNK`](crate::MIN_UPLOAD_CHUNK)) were still too many.
+fn refused_even_in_chunks(e: Error, refused: u64) -> Error {
+    match e {
+        Error::Registry {
+            registry,
+            operation,
+            status,
+            message,
+        } => Error::Registry {
+            message: format!(
+                "{message}; {registry} (or a proxy in front of it) refuses request bodies of \
+                 {refused} bytes, too small to split further: raise its body size limit (nginx: \
+                 client_max_body_size)"
+            ),
+            registry,
+            operation,
+            status,
+        },
+        e => e,
+    }
 }
 
 /// Headers of a request whose body is blob bytes.

@@ -156,6 +156,18 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// The xattr namespace overlayfs reads and writes its metadata in (opaque directories) for a
+/// sandbox with `user_namespace` started by `euid`: `"trusted.overlay."` without a user
+/// namespace, `"user.overlay."` with one (the overlay is then mounted with `userxattr`).
+/// Lowerdirs must be marked in the same namespace: the store unpacks snapshots with `trusted.*`
+/// as root and `user.*` otherwise, which is what [`UserNamespace::Auto`] gives.
+pub fn overlay_xattr_prefix(user_namespace: &UserNamespace, euid: u32) -> &'static str {
+    match user_namespace {
+        UserNamespace::Auto if euid == 0 => "trusted.overlay.",
+        _ => "user.overlay.",
+    }
+}
+
 /// Builds the plan.
 pub fn plan(spec: &SandboxSpec, host: HostFacts) -> Result<Plan> {
     spec.validate()?;
@@ -618,6 +630,25 @@ mod tests {
         match p.root {
             RootMount::Overlay { extra, .. } => assert!(extra.ends_with(",userxattr")),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlay_xattr_namespace_follows_the_user_namespace() {
+        for (userns, euid, want) in [
+            (UserNamespace::Auto, 0, "trusted.overlay."),
+            (UserNamespace::Auto, 1000, "user.overlay."),
+            (UserNamespace::MapCaller, 0, "user.overlay."),
+        ] {
+            assert_eq!(overlay_xattr_prefix(&userns, euid), want);
+            let mut s = spec();
+            s.user_namespace = userns.clone();
+            let p = plan(&s, HostFacts { euid, egid: euid }).unwrap();
+            let userxattr = match p.root {
+                RootMount::Overlay { extra, .. } => extra.contains("userxattr"),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(userxattr, want == "user.overlay.", "{userns:?} {euid}");
         }
     }
 

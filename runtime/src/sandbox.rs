@@ -281,8 +281,8 @@ fn prepare_host(spec: &SandboxSpec) -> Result<()> {
 pub struct Finished {
     pub status: ExitStatus,
     /// The overlay upperdir holding every change the process made (whiteouts as 0:0 character
-    /// devices, opaque dirs with `trusted.overlay.opaque`), mount-point stubs removed; `None`
-    /// for a plain-directory rootfs.
+    /// devices, opaque dirs with `trusted.overlay.opaque`, or `user.overlay.opaque` in a user
+    /// namespace), mount-point stubs removed; `None` for a plain-directory rootfs.
     pub upperdir: Option<PathBuf>,
 }
 

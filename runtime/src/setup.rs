@@ -477,6 +477,12 @@ fn refused_cwd(cwd: &str) -> Error {
 
 /// Sets rlimits, groups, ids, capabilities and `no_new_privs`, in the order that keeps the
 /// capabilities needed for each step (runc's order).
+///
+/// `can_setgroups` is false in an unprivileged user namespace (it maps only the caller, as
+/// root, and the kernel denies `setgroups` there). Then, as runc does for rootless containers,
+/// explicitly added groups (`--group-add`) are an error, while memberships read from the
+/// image's `/etc/group` are left out: they could only name gids that are not mapped, and every
+/// file of such a sandbox belongs to uid and gid 0 anyway.
 pub fn apply_credentials<S: Syscall>(
     sys: &S,
     process: &ProcessSpec,
@@ -496,15 +502,29 @@ pub fn apply_credentials<S: Syscall>(
         .map_err(Error::sys("keep capabilities"))?;
     sys.drop_bounding(caps)
         .map_err(Error::sys("drop capabilities from the bounding set"))?;
+    let rootless_hint = if can_setgroups {
+        ""
+    } else {
+        ": lade runs without root, and its sandbox's user namespace maps only uid and gid 0 \
+         (the caller); run as root in the container, or run lade as root"
+    };
     if can_setgroups {
-        sys.setgroups(&user.groups).map_err(Error::sys(format!(
-            "set supplementary groups {:?}",
-            user.groups
-        )))?;
+        sys.setgroups(&user.groups).map_err(|e| match e {
+            Errno::EINVAL => Error::User(format!(
+                "supplementary groups {:?}: a gid is not mapped in the sandbox's user namespace",
+                user.groups
+            )),
+            e => Error::sys(format!("set supplementary groups {:?}", user.groups))(e),
+        })?;
+    } else if !process.additional_groups.is_empty() {
+        return Err(Error::User(format!(
+            "cannot add groups {} in a rootless sandbox{rootless_hint}",
+            process.additional_groups.join(", ")
+        )));
     }
     sys.set_ids(user.uid, user.gid).map_err(|e| match e {
         Errno::EINVAL => Error::User(format!(
-            "uid {} / gid {} is not mapped in the sandbox's user namespace",
+            "uid {} / gid {} is not mapped in the sandbox's user namespace{rootless_hint}",
             user.uid, user.gid
         )),
         e => Error::Sys {
@@ -750,6 +770,41 @@ mod tests {
         let calls = sys.calls();
         assert!(calls.contains(&"capset e=0xa80425fb p=0xa80425fb i=0x0".to_string()));
         assert!(!calls.iter().any(|c| c.starts_with("setgroups")));
+    }
+
+    #[test]
+    fn rootless_refuses_added_groups_and_skips_image_memberships() {
+        // Memberships from the image's /etc/group (root in wheel, say): left out.
+        let sys = Recording::default();
+        let root = ExecUser {
+            uid: 0,
+            gid: 0,
+            groups: vec![10, 0],
+            home: "/root".into(),
+        };
+        apply_credentials(&sys, &ProcessSpec::default(), &root, false).unwrap();
+        assert!(!sys.calls().iter().any(|c| c.starts_with("setgroups")));
+        assert!(sys.calls().contains(&"set_ids 0 0".to_string()));
+        // --group-add: a clear error before any id changes, as runc's "cannot set any
+        // additional groups in a rootless container".
+        let sys = Recording::default();
+        let p = ProcessSpec {
+            additional_groups: vec!["wheel".into(), "29".into()],
+            ..Default::default()
+        };
+        let e = apply_credentials(&sys, &p, &root, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot add groups wheel, 29 in a rootless sandbox")
+                && e.contains("run lade as root"),
+            "{e}"
+        );
+        assert!(!sys.calls().iter().any(|c| c.starts_with("set_ids")));
+        // With setgroups allowed, they are set.
+        let sys = Recording::default();
+        apply_credentials(&sys, &p, &root, true).unwrap();
+        assert!(sys.calls().contains(&"setgroups [10, 0]".to_string()));
     }
 
     #[test]

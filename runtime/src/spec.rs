@@ -40,7 +40,9 @@ pub struct SandboxSpec {
 pub enum Rootfs {
     /// overlayfs. `lowerdirs` are immutable directories in containerd's overlay-snapshotter
     /// format (whiteouts as 0:0 character devices, opaque directories marked with the
-    /// `trusted.overlay.opaque` xattr), topmost first; at least one (an empty directory for
+    /// `overlay.opaque` xattr: `trusted.overlay.opaque` when the sandbox has no user namespace,
+    /// `user.overlay.opaque` when it has one, where the overlay is mounted with `userxattr`:
+    /// see [`crate::plan::overlay_xattr_prefix`]), topmost first; at least one (an empty directory for
     /// `FROM scratch`), at most [`crate::plan::MAX_LAYERS`]. `upperdir` is created by the runtime (it
     /// must not exist) and holds every change when the sandbox has finished: it is the result.
     Overlay {

@@ -1190,3 +1190,71 @@ fn large_specs_are_streamed_after_the_init_starts() {
         .push(format!("BIG={}", "x".repeat(100_000)));
     assert_eq!(run(&spec).stdout, "100000\n");
 }
+
+#[test]
+fn lade_sandbox_keeps_a_named_upperdir_and_removes_its_own() {
+    let f = Fixture::new();
+    let state = f.path().join("state");
+    let tool = |extra: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lade-sandbox"))
+            .args(["run", "--lower"])
+            .arg(base())
+            .arg("--state")
+            .arg(&state)
+            .args(extra)
+            .args(["--", "sh", "-c", "echo changed > /new && rm /bin/ls"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // `--upper DIR`: the caller's result, kept without --keep.
+    let named = f.path().join("result");
+    tool(&["--upper".as_ref(), named.as_os_str()]);
+    assert_eq!(
+        std::fs::read_to_string(named.join("new")).unwrap(),
+        "changed\n"
+    );
+    let wh = std::fs::symlink_metadata(named.join("bin/ls")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout"
+    );
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    // An existing directory is never used (nor touched) as an upperdir.
+    let mine = f.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("precious"), "keep me").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lade-sandbox"))
+        .args(["run", "--lower"])
+        .arg(base())
+        .arg("--state")
+        .arg(&state)
+        .arg("--upper")
+        .arg(&mine)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("precious")).unwrap(),
+        "keep me"
+    );
+    // No --upper: the tool's own upperdir in the state dir goes, unless --keep.
+    tool(&[]);
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    tool(&["--keep".as_ref()]);
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(left.len() == 1 && left[0].starts_with("upper-"), "{left:?}");
+}

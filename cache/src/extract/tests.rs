@@ -321,6 +321,118 @@ fn overlay_whiteouts_become_char_devices_and_opaque_xattrs() {
     assert!(root.join("d/new").exists());
 }
 
+/// A snapshot for a rootless sandbox (mounted with `userxattr`) carries `user.overlay.opaque`,
+/// the one namespace an unprivileged user can write and such a mount reads.
+#[test]
+fn overlay_opaque_in_the_user_namespace() {
+    let (_t, root, _o) = setup();
+    let t = tar(&[
+        E::Dir("d/"),
+        E::File("d/.wh..wh..opq", b""),
+        E::File("d/new", b"n"),
+    ]);
+    let opts = ExtractOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        overlay_xattrs: OverlayXattrs::User,
+        ..Default::default()
+    };
+    extract(&t[..], &root, &opts).unwrap();
+    assert_eq!(
+        xattr::get(root.join("d"), "user.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        xattr::get(root.join("d"), "trusted.overlay.opaque").unwrap(),
+        None
+    );
+    assert!(!root.join("d/.wh..wh..opq").exists());
+    assert_eq!(OverlayXattrs::for_euid(0), OverlayXattrs::Trusted);
+    assert_eq!(OverlayXattrs::for_euid(1000), OverlayXattrs::User);
+}
+
+/// An archive cannot mark anything opaque (or otherwise speak for overlayfs) through PAX
+/// xattr records, in either namespace; other xattrs are restored.
+#[test]
+fn overlay_xattrs_from_the_archive_are_dropped() {
+    let (_t, root, _o) = setup();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.user.keep", &b"v"[..]),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_path("d/").unwrap();
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    let t = b.into_inner().unwrap();
+    for mode in [WhiteoutMode::Overlay, WhiteoutMode::Apply] {
+        let opts = ExtractOptions {
+            whiteouts: mode,
+            ..Default::default()
+        };
+        let _ = fs::remove_dir_all(root.join("d"));
+        extract(&t[..], &root, &opts).unwrap();
+        let names: Vec<String> = xattr::list(root.join("d"))
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("security."))
+            .collect();
+        assert_eq!(names, vec!["user.keep".to_string()], "{mode:?}");
+    }
+}
+
+/// Directory modes come last, so a read-only directory of the archive is still filled (an
+/// unprivileged extraction could not write into a `0555` directory), and a tree with such
+/// directories can still be removed by its owner.
+#[test]
+fn read_only_directories_are_filled_then_locked() {
+    let (_t, root, _o) = setup();
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode) in [
+        ("ro/", tar::EntryType::Directory, 0o555),
+        ("ro/sub/", tar::EntryType::Directory, 0o500),
+        ("ro/sub/f", tar::EntryType::Regular, 0o444),
+        ("ro/g", tar::EntryType::Regular, 0o644),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(if kind == tar::EntryType::Regular {
+            1
+        } else {
+            0
+        });
+        h.set_path(path).unwrap();
+        h.set_cksum();
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            b"x"
+        } else {
+            b""
+        };
+        b.append(&h, data).unwrap();
+    }
+    let t = b.into_inner().unwrap();
+    // (Run as root here; `cli/tests/it/run.rs` unpacks such an image as an unprivileged user.)
+    let owned = root.join("owned");
+    fs::create_dir(&owned).unwrap();
+    extract(&t[..], &owned, &ExtractOptions::default()).unwrap();
+    let mode = |p: &str| fs::metadata(owned.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(
+        (mode("ro"), mode("ro/sub"), mode("ro/sub/f")),
+        (0o555, 0o500, 0o444)
+    );
+    assert_eq!(fs::read(owned.join("ro/sub/f")).unwrap(), b"x");
+    crate::store::remove_tree(&owned).unwrap();
+    assert!(!owned.exists());
+}
+
 #[test]
 fn apply_opaque_keeps_same_layer_entries() {
     let (_t, root, _o) = setup();

@@ -23,7 +23,7 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Store directory [default: $LADE_ROOT, else /var/lib/lade for root, else
-    /// $XDG_DATA_HOME/lade]
+    /// $XDG_DATA_HOME/lade, else ~/.local/share/lade]
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }

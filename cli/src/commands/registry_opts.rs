@@ -13,9 +13,10 @@ pub struct RegistryOpts {
 
 impl RegistryOpts {
     /// Client settings from the environment ([`ClientConfig::from_env`]: Lade's and docker's
-    /// credentials, `LADE_CERTS_DIR`, `LADE_INSECURE_REGISTRIES`) plus these options.
+    /// credentials, `LADE_CERTS_DIR`, `LADE_INSECURE_REGISTRIES`, `LADE_PUSH_CHUNK_SIZE`) plus
+    /// these options.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let mut cfg = ClientConfig::from_env();
+        let mut cfg = ClientConfig::from_env()?;
         for r in &self.insecure_registries {
             cfg.add_insecure_registry(&normalize_registry(r)?);
         }

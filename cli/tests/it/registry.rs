@@ -725,3 +725,89 @@ fn lade_run_pulls_a_missing_image_and_build_from_pulls_it() {
     assert!(!base_id.trim().is_empty(), "the base is in the store");
     assert_store_ok(&fresh);
 }
+
+#[test]
+fn push_through_a_body_limit_falls_back_to_chunks_and_honours_lade_push_chunk_size() {
+    let reg = TestRegistry::plain();
+    let proxy = FaultProxy::start(reg.addr());
+    // An nginx with client_max_body_size 300k in front of the registry.
+    const LIMIT: u64 = 300 << 10;
+    proxy.add(Fault::body_limit("PATCH", "/blobs/uploads/", LIMIT));
+    proxy.add(Fault::body_limit("PUT", "/blobs/uploads/", LIMIT));
+    let ts = TestStore::new();
+    let home = ts.path("home");
+    let base = format!("lade-pp-test/{}:1", unique("base"));
+    import_base(&ts, &base);
+    let within_limit = |from: usize| {
+        for r in proxy.requests()[from..]
+            .iter()
+            .filter(|r| r.fault.is_none())
+        {
+            if let Some(len) = r.header("content-length") {
+                assert!(len.parse::<u64>().unwrap() <= LIMIT, "{r:?}");
+            }
+        }
+    };
+
+    // No setting: the 413 answers switch the push to chunks by themselves.
+    let one = format!("{}/lade-pp/limited:1", proxy.host());
+    run_ok(ts.lade().args(["tag", &base, &one]));
+    let out = run_ok(lade_in(&ts, &home, None).args(["push", &one]));
+    let digest = pushed_digest(&out);
+    assert!(
+        proxy.faults_applied() > 0,
+        "the base layer (about 1 MiB gzipped) never hit the limit"
+    );
+    within_limit(0);
+    let other = TestStore::new();
+    let direct = format!("{}/lade-pp/limited@{digest}", reg.host());
+    run_ok(lade_in(&other, &home, None).args(["pull", &direct]));
+    assert_store_ok(&other);
+
+    // LADE_PUSH_CHUNK_SIZE: chunks from the start, nothing refused. (Another layer: the base's
+    // would be mounted from lade-pp/limited, not uploaded.)
+    let seen = proxy.requests().len();
+    let refused = proxy.faults_applied();
+    let two = format!("{}/lade-pp/chunked:1", proxy.host());
+    let dir = ts.path("noise");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let noise: Vec<u8> = (0..(1 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("noise"), noise).unwrap();
+    run_ok(ts.lade().arg("import").arg(&dir).arg(&two));
+    run_ok(
+        lade_in(&ts, &home, None)
+            .env("LADE_PUSH_CHUNK_SIZE", "256k")
+            .args(["push", &two]),
+    );
+    assert_eq!(proxy.faults_applied(), refused, "a request was refused");
+    within_limit(seen);
+    let patches = proxy.requests()[seen..]
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/lade-pp/chunked/"))
+        .count();
+    assert!(
+        patches >= 4,
+        "{patches} PATCHes for a ~1 MiB layer in 256 KiB chunks"
+    );
+
+    // A setting that is not a size is a clear error.
+    let three = format!("{}/lade-pp/bad:1", proxy.host());
+    run_ok(ts.lade().args(["tag", &base, &three]));
+    let err = run_fail(
+        lade_in(&ts, &home, None)
+            .env("LADE_PUSH_CHUNK_SIZE", "lots")
+            .args(["push", &three]),
+    );
+    assert!(
+        err.contains("LADE_PUSH_CHUNK_SIZE") && err.contains("\"lots\" is not a size"),
+        "{err}"
+    );
+}

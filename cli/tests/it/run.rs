@@ -1092,3 +1092,238 @@ fn commit_config_matches_docker_commit() {
     // The file is in both.
     assert_eq!(fx.run_ok(&["--rm", "committed:1", "cat /tmp/f"]), "hi\n");
 }
+
+/// The entry names of the last layer of a `lade save` archive's first image.
+fn last_layer_entries(archive: &Path) -> Vec<String> {
+    use std::io::Read;
+    let mut files = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        if e.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(name.trim_start_matches("./").to_string(), data);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let layer = manifest[0]["Layers"].as_array().unwrap().last().unwrap();
+    let (_, reader) = lade_cache::tarfmt::decompress(std::io::BufReader::new(
+        std::io::Cursor::new(files[layer.as_str().unwrap()].clone()),
+    ))
+    .unwrap();
+    tar::Archive::new(reader)
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+        .collect()
+}
+
+/// `lade` as nobody (uid and gid 65534, no groups, no capabilities) with `home` as its home
+/// and its store in the XDG default (`home/data/lade`): the rootless case.
+fn lade_as_nobody(home: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(lade_bin())
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("LADE_ROOT")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `cmd` (as nobody), which must succeed; its stdout.
+fn nobody_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .expect("setpriv (util-linux) is needed to run lade as an unprivileged user");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn rootless_run_sees_opaque_dirs_and_whiteouts_and_commit_keeps_them() {
+    let fx = Fx::new();
+    // Unprivileged user namespaces must work here (no sysctl or AppArmor restriction).
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["unshare", "--user", "--map-root-user", "true"])
+        .output()
+        .expect("setpriv and unshare (util-linux) are needed");
+    assert!(
+        probe.status.success(),
+        "unprivileged user namespaces are disabled on this host (kernel.unprivileged_userns_clone \
+         or AppArmor's restrict_unprivileged_userns): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    // As root: an image whose top layer has a whiteout (/data/del, /bin/ls), an opaque
+    // directory (/dir2 replaced) and a read-only directory with content (/ro, 0555).
+    fx.run_ok(&[
+        "--name",
+        "prep",
+        "base:1",
+        "sh",
+        "-c",
+        "mkdir -p /data /dir2/sub /ro/sub && echo keep > /data/keep && echo del > /data/del && \
+         echo x > /dir2/x && echo y > /dir2/sub/y && echo r > /ro/sub/r && \
+         chmod 555 /ro/sub /ro",
+    ]);
+    run_ok(fx.lade().args(["commit", "prep", "rlbase:1"]));
+    fx.run_ok(&[
+        "--name",
+        "change",
+        "rlbase:1",
+        "sh",
+        "-c",
+        "rm /data/del /bin/ls && rm -rf /dir2 && mkdir /dir2 && echo fresh > /dir2/new",
+    ]);
+    run_ok(fx.lade().args(["commit", "change", "rlimg:1"]));
+    let root_view = fx.run_ok(&["--rm", "rlimg:1", "sh", "-c", LISTING]);
+    assert!(root_view.contains("/dir2/new regular file"), "{root_view}");
+    assert!(
+        root_view.contains("/ro/sub directory 555 0:0"),
+        "{root_view}"
+    );
+    for gone in ["/data/del", "/dir2/x", "/dir2/sub", "/bin/ls "] {
+        assert!(
+            !root_view.contains(gone),
+            "{gone} in root's view:\n{root_view}"
+        );
+    }
+    // Rootless, every file of the image belongs to uid 0 inside (the store unpacks them as
+    // the caller, whom the user namespace maps to root): the one difference with root's view.
+    let as_rootless = |view: &str| {
+        view.replace(
+            "/home/lade directory 755 1000:1000",
+            "/home/lade directory 755 0:0",
+        )
+    };
+
+    // nobody's home, reachable through the temp dir.
+    let t = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let archive = t.path().join("rlimg.tar");
+    run_ok(fx.lade().args(["save", "-o"]).arg(&archive).arg("rlimg:1"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    // nobody loads it into its own store and runs it: the snapshots carry user.overlay.opaque
+    // (what a userxattr overlay reads, and all nobody may write), /ro is filled before it is
+    // made read-only.
+    nobody_ok(lade_as_nobody(&home).args(["load", "-i"]).arg(&archive));
+    let store = home.join("data/lade");
+    assert!(
+        store.join("refs.json").is_file(),
+        "the store is not in $XDG_DATA_HOME/lade"
+    );
+    let rootless_view =
+        nobody_ok(lade_as_nobody(&home).args(["run", "--rm", "rlimg:1", "sh", "-c", LISTING]));
+    assert_eq!(
+        rootless_view,
+        as_rootless(&root_view),
+        "rootless view differs from root's"
+    );
+
+    // A rootless container replaces a directory (opaque in its upperdir, as user.overlay.opaque)
+    // and deletes a file; commit keeps both in the layer.
+    let script = format!(
+        "rm -rf /ro/sub /data && mkdir /data && echo new > /data/n && rm /dir2/new && {LISTING}"
+    );
+    let inside = nobody_ok(
+        lade_as_nobody(&home).args(["run", "--name", "rc", "rlimg:1", "sh", "-c", &script]),
+    );
+    assert!(inside.contains("/data/n regular file"), "{inside}");
+    for gone in ["/data/keep", "/dir2/new", "/ro/sub"] {
+        assert!(!inside.contains(gone), "{gone} still there:\n{inside}");
+    }
+    nobody_ok(lade_as_nobody(&home).args(["commit", "rc", "rlout:1"]));
+    let snapshot_view =
+        nobody_ok(lade_as_nobody(&home).args(["run", "--rm", "rlout:1", "sh", "-c", LISTING]));
+    assert_eq!(
+        snapshot_view, inside,
+        "view from the committed snapshot differs"
+    );
+    let out_archive = home.join("rlout.tar");
+    nobody_ok(
+        lade_as_nobody(&home)
+            .args(["save", "-o"])
+            .arg(&out_archive)
+            .arg("rlout:1"),
+    );
+    let entries = last_layer_entries(&out_archive);
+    for want in ["data/.wh..wh..opq", "dir2/.wh.new", "ro/.wh.sub"] {
+        assert!(
+            entries.iter().any(|e| e == want),
+            "no {want} in the layer: {entries:?}"
+        );
+    }
+    assert!(
+        !entries.iter().any(|e| e.starts_with("data/keep")),
+        "{entries:?}"
+    );
+    // The layer unpacked by root in a fresh store gives the container's view too.
+    let fresh = TestStore::new();
+    run_ok(fresh.lade().args(["load", "-i"]).arg(&out_archive));
+    let out = fresh
+        .lade()
+        .args(["run", "--rm", "rlout:1", "sh", "-c", LISTING])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        as_rootless(&stdout_of(&out)),
+        inside,
+        "root's view of the rootless layer differs"
+    );
+
+    // What a single-id user namespace cannot do is a clear error, not a silent difference.
+    let out = lade_as_nobody(&home)
+        .args(["run", "--rm", "-u", "1000", "rlimg:1", "id"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("uid 1000") && err.contains("maps only uid and gid 0"),
+        "{err}"
+    );
+    let out = lade_as_nobody(&home)
+        .args(["run", "--rm", "--group-add", "wheel", "rlimg:1", "id"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("cannot add groups wheel in a rootless sandbox"),
+        "{err}"
+    );
+
+    // nobody can remove what it made (read-only directories included).
+    nobody_ok(lade_as_nobody(&home).args(["rm", "rc"]));
+    nobody_ok(lade_as_nobody(&home).args(["rmi", "rlout:1", "rlimg:1"]));
+    nobody_ok(lade_as_nobody(&home).arg("prune"));
+    assert_eq!(
+        std::fs::read_dir(store.join("snapshots")).unwrap().count(),
+        0
+    );
+    assert!(nobody_ok(lade_as_nobody(&home).args(["system", "check"])).contains("consistent"));
+}

@@ -1176,3 +1176,44 @@ fn import_changes_give_the_config_docker_import_gives() {
         "a refused --change changed the store"
     );
 }
+
+#[test]
+fn lade_root_names_the_store_and_root_flag_wins() {
+    let ts = TestStore::new();
+    let dir = ts.path("tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello"), "hi\n").unwrap();
+    // A relative LADE_ROOT is taken from the current directory.
+    let id = run_ok(
+        lade()
+            .env("LADE_ROOT", "rel/store")
+            .current_dir(ts.dir.path())
+            .arg("import")
+            .arg(&dir)
+            .arg("lade-store-test/envroot:1"),
+    );
+    let store = ts.path("rel/store");
+    assert!(
+        store.join("blobs/sha256").is_dir() && store.join("refs.json").is_file(),
+        "no store made at $LADE_ROOT {}",
+        store.display()
+    );
+    // Any command with the same LADE_ROOT (here absolute, from elsewhere) sees the image.
+    let listed = run_ok(lade().env("LADE_ROOT", &store).current_dir("/").args([
+        "images",
+        "-q",
+        "--no-trunc",
+    ]));
+    assert_eq!(listed.trim(), id.trim());
+    // --root wins over LADE_ROOT.
+    let other = ts.path("other");
+    let listed = run_ok(
+        lade()
+            .env("LADE_ROOT", &store)
+            .arg("--root")
+            .arg(&other)
+            .args(["images", "-q"]),
+    );
+    assert_eq!(listed, "");
+    assert!(other.join("blobs/sha256").is_dir());
+}

@@ -27,6 +27,12 @@ pub enum FaultAction {
     /// Forward, then stop relaying the response after this many bytes, keeping the
     /// connection open (a stalled server) until the proxy is dropped.
     Stall { after_bytes: u64 },
+    /// A request body larger than this (by `Content-Length`, or counted through a chunked
+    /// body) gets nginx's `413 Request Entity Too Large` (its `client_max_body_size`) instead
+    /// of being forwarded; smaller ones pass untouched (and are not recorded as faulted). The
+    /// body is read to its end first, as nginx's lingering close does, so the client always
+    /// sees the answer.
+    BodyLimit { max_bytes: u64 },
 }
 
 /// A fault applied to the next `times` requests whose method and path match.
@@ -78,6 +84,17 @@ impl Fault {
             path_contains: path_contains.into(),
             action: FaultAction::Cut { after_bytes },
             times,
+        }
+    }
+
+    /// Refuses bodies over `max_bytes` with `413` on every matching request (see
+    /// [`FaultAction::BodyLimit`]).
+    pub fn body_limit(method: &str, path_contains: &str, max_bytes: u64) -> Fault {
+        Fault {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            action: FaultAction::BodyLimit { max_bytes },
+            times: usize::MAX,
         }
     }
 
@@ -253,7 +270,7 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        let action = shared.faults.lock().ok().and_then(|mut faults| {
+        let mut action = shared.faults.lock().ok().and_then(|mut faults| {
             faults
                 .iter_mut()
                 .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains))
@@ -262,7 +279,7 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
                     f.action.clone()
                 })
         });
-        let request = ProxiedRequest {
+        let mut request = ProxiedRequest {
             method,
             path,
             headers,
@@ -274,6 +291,38 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
         let chunked = request
             .header("transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        // A body limit: read the body (keeping it while it is within the limit), then refuse
+        // it or forward it as it came.
+        let mut held_body: Option<Vec<u8>> = None;
+        if let Some(FaultAction::BodyLimit { max_bytes }) = action {
+            let (over, body) = if let Some(n) = content_length {
+                if n > max_bytes {
+                    std::io::copy(&mut (&mut reader).take(n), &mut std::io::sink())?;
+                    (true, Vec::new())
+                } else {
+                    let mut body = Vec::new();
+                    (&mut reader).take(n).read_to_end(&mut body)?;
+                    (false, body)
+                }
+            } else if chunked {
+                let mut body = Vec::new();
+                let payload =
+                    copy_chunked(&mut reader, &mut LimitedSink::new(&mut body, max_bytes))?;
+                (payload > max_bytes, body)
+            } else {
+                (false, Vec::new())
+            };
+            if over {
+                action = Some(FaultAction::Status {
+                    status: 413,
+                    retry_after: None,
+                });
+            } else {
+                action = None;
+                request.fault = None;
+                held_body = Some(body);
+            }
+        }
         let path = request.path.clone();
         if let Ok(mut r) = shared.requests.lock() {
             r.push(request);
@@ -283,6 +332,26 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
                 let resp = format!(
                     "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     location.replace("{path}", &path)
+                );
+                if let Ok(mut w) = client_w.lock() {
+                    let _ = w.write_all(resp.as_bytes());
+                    let _ = w.flush();
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = up.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            Some(FaultAction::Status {
+                status: 413,
+                retry_after: None,
+            }) => {
+                // What nginx answers over its client_max_body_size: an HTML page.
+                let body = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n\
+                            <body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n\
+                            </body>\r\n</html>\r\n";
+                let resp = format!(
+                    "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
                 );
                 if let Ok(mut w) = client_w.lock() {
                     let _ = w.write_all(resp.as_bytes());
@@ -321,7 +390,9 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
                     FaultAction::Cut { after_bytes } | FaultAction::Stall { after_bytes } => {
                         after_bytes
                     }
-                    FaultAction::Status { .. } | FaultAction::Redirect { .. } => 0,
+                    FaultAction::Status { .. }
+                    | FaultAction::Redirect { .. }
+                    | FaultAction::BodyLimit { .. } => 0,
                 };
                 if let Ok(mut g) = armed.lock() {
                     *g = Some((a, after));
@@ -334,7 +405,9 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
             }
         }
         up_w.write_all(&head)?;
-        if let Some(n) = content_length {
+        if let Some(body) = held_body {
+            up_w.write_all(&body)?;
+        } else if let Some(n) = content_length {
             std::io::copy(&mut (&mut reader).take(n), &mut up_w)?;
         } else if chunked {
             copy_chunked(&mut reader, &mut up_w)?;
@@ -343,12 +416,14 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
     }
 }
 
-/// Relays a chunked body verbatim up to and including its last chunk and trailer.
-fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Result<()> {
+/// Relays a chunked body verbatim up to and including its last chunk and trailer; returns the
+/// payload bytes (the sum of the chunk sizes).
+fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut impl Write) -> std::io::Result<u64> {
+    let mut payload = 0;
     loop {
         let mut size_line = String::new();
         if r.read_line(&mut size_line)? == 0 {
-            return Ok(());
+            return Ok(payload);
         }
         w.write_all(size_line.as_bytes())?;
         let size_hex = size_line.trim().split(';').next().unwrap_or("0");
@@ -358,15 +433,49 @@ fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Res
             loop {
                 let mut line = String::new();
                 if r.read_line(&mut line)? == 0 {
-                    return Ok(());
+                    return Ok(payload);
                 }
                 w.write_all(line.as_bytes())?;
                 if line == "\r\n" || line == "\n" {
-                    return Ok(());
+                    return Ok(payload);
                 }
             }
         }
+        payload += size;
         std::io::copy(&mut r.take(size + 2), w)?;
+    }
+}
+
+/// Keeps what is written while it stays within `limit` bytes plus 1 MiB of chunk framing,
+/// then discards the rest: a refused body is drained without being held in memory.
+struct LimitedSink<'a> {
+    out: &'a mut Vec<u8>,
+    limit: u64,
+    over: bool,
+}
+
+impl<'a> LimitedSink<'a> {
+    fn new(out: &'a mut Vec<u8>, limit: u64) -> Self {
+        LimitedSink {
+            out,
+            limit,
+            over: false,
+        }
+    }
+}
+
+impl Write for LimitedSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.over && (self.out.len() + buf.len()) as u64 <= self.limit + (1 << 20) {
+            self.out.extend_from_slice(buf);
+        } else {
+            self.over = true;
+            self.out.clear();
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -260,6 +260,43 @@ async fn credentials_from_docker_config_and_helpers() {
         format!(r#"{{"credHelpers": {{"{}": "lade-test"}}}}"#, reg.host()),
     )
     .unwrap();
+    cfg.credentials = lade_registry::CredentialStore::new(None, Some(docker.clone()))
+        .with_helper_dir(bin.clone());
+    Client::new(cfg.clone()).ping(&reg.host()).await.unwrap();
+
+    // the same helper as docker's default store (credsStore)
+    std::fs::write(&docker, r#"{"credsStore": "lade-test"}"#).unwrap();
+    cfg.credentials = lade_registry::CredentialStore::new(None, Some(docker.clone()))
+        .with_helper_dir(bin.clone());
+    Client::new(cfg.clone()).ping(&reg.host()).await.unwrap();
+
+    // a credsStore that is not installed: a clear error for the registry it serves (docker's
+    // "error getting credentials"), not an anonymous attempt ending in a 401...
+    std::fs::write(&docker, r#"{"credsStore": "lade-test-absent"}"#).unwrap();
+    cfg.credentials = lade_registry::CredentialStore::new(None, Some(docker.clone()))
+        .with_helper_dir(bin.clone());
+    let err = Client::new(cfg.clone())
+        .ping(&reg.host())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CredentialHelper { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("docker-credential-lade-test-absent")
+            && msg.contains("not installed")
+            && msg.contains(&reg.host())
+            && msg.contains("credsStore"),
+        "{msg}"
+    );
+    // ...while a registry with its own (installed) helper is not affected.
+    std::fs::write(
+        &docker,
+        format!(
+            r#"{{"credsStore": "lade-test-absent", "credHelpers": {{"{}": "lade-test"}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
     cfg.credentials = lade_registry::CredentialStore::new(None, Some(docker)).with_helper_dir(bin);
     Client::new(cfg.clone()).ping(&reg.host()).await.unwrap();
 

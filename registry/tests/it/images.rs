@@ -656,3 +656,112 @@ async fn a_refused_streamed_upload_falls_back_to_the_stored_blob() {
     assert_eq!(pulled.image.id, image.id);
     assert_consistent(&b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_falls_back_to_chunks_when_bodies_are_too_large() {
+    let reg = TestRegistry::plain();
+    let t = tempfile::tempdir().unwrap();
+    let a = store_in(t.path(), "a");
+    let proxy = FaultProxy::start(reg.addr());
+    let name = Reference::parse(&format!("{}/lade/limited:1", proxy.host())).unwrap();
+    // Layer 1 compresses to about 1 MiB (random data): over the proxy's limit, as behind an
+    // nginx with client_max_body_size 400k.
+    let image = make_image(&a, t.path(), 12, "amd64", &name);
+    const LIMIT: u64 = 400 << 10;
+    proxy.add(Fault::body_limit("PATCH", "/blobs/uploads/", LIMIT));
+    proxy.add(Fault::body_limit("PUT", "/blobs/uploads/", LIMIT));
+    let client = Client::new(reg.client_config());
+    let pushed = push_image(
+        &client,
+        &a,
+        &image,
+        &name,
+        &PushOptions::default(),
+        &ProgressFn::none(),
+    )
+    .await
+    .unwrap();
+    assert!(pushed.blobs.iter().all(|b| *b == PushedBlob::Uploaded));
+    let reqs = proxy.requests();
+    let refused: Vec<_> = reqs.iter().filter(|r| r.fault.is_some()).collect();
+    assert!(!refused.is_empty(), "the limit was never hit: {reqs:?}");
+    // What got through was within the limit, in several PATCHes of the big layer.
+    for r in reqs.iter().filter(|r| r.fault.is_none()) {
+        if let Some(len) = r.header("content-length") {
+            assert!(len.parse::<u64>().unwrap() <= LIMIT, "{r:?}");
+        }
+    }
+    let chunks = reg
+        .access_log()
+        .iter()
+        .filter(|e| e.method == "PATCH" && e.status == 202)
+        .count();
+    assert!(
+        chunks >= 3,
+        "{chunks} PATCHes for a ~1 MiB layer in <=400 KiB chunks"
+    );
+    // The registry has the image, byte for byte (it checked every digest).
+    let b = store_in(t.path(), "b");
+    let direct = reg.reference("lade/limited:1");
+    let pulled = pull_image(
+        &client,
+        &b,
+        &direct,
+        &Platform::default(),
+        &ProgressFn::none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pulled.image.id, image.id);
+    assert_consistent(&b);
+    // The client learned: another push to that registry sends no refused request.
+    let seen = proxy.requests().len();
+    let c = store_in(t.path(), "c");
+    let name2 = Reference::parse(&format!("{}/lade/limited2:1", proxy.host())).unwrap();
+    let image2 = make_image(&c, t.path(), 13, "amd64", &name2);
+    push_image(
+        &client,
+        &c,
+        &image2,
+        &name2,
+        &PushOptions::default(),
+        &ProgressFn::none(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        proxy.requests()[seen..].iter().all(|r| r.fault.is_none()),
+        "{:?}",
+        &proxy.requests()[seen..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_below_the_smallest_chunk_is_a_clear_error() {
+    let reg = TestRegistry::plain();
+    let t = tempfile::tempdir().unwrap();
+    let a = store_in(t.path(), "a");
+    let proxy = FaultProxy::start(reg.addr());
+    let name = Reference::parse(&format!("{}/lade/tiny:1", proxy.host())).unwrap();
+    let image = make_image(&a, t.path(), 14, "amd64", &name);
+    proxy.add(Fault::body_limit("PATCH", "/blobs/uploads/", 10 << 10));
+    proxy.add(Fault::body_limit("PUT", "/blobs/uploads/", 10 << 10));
+    let client = Client::new(reg.client_config());
+    let err = push_image(
+        &client,
+        &a,
+        &image,
+        &name,
+        &PushOptions::default(),
+        &ProgressFn::none(),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(err.is_too_large(), "{msg}");
+    assert!(
+        msg.contains("413") && msg.contains("client_max_body_size"),
+        "{msg}"
+    );
+    assert_consistent(&a);
+}

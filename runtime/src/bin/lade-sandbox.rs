@@ -8,6 +8,9 @@
 //!                  [--ulimit NAME=SOFT[:HARD]] [--no-new-privs] [--] CMD [ARG...]
 //! ```
 //!
+//! The changes stay in `--upper DIR` (which must not exist yet) when it is given; otherwise they
+//! go to a fresh upperdir in the state dir, removed at the end unless `--keep`.
+//!
 //! Exits with the command's code (128+signal when killed; 125/126/127 when it could not start).
 // A command-line tool: it reports on stderr.
 #![allow(clippy::print_stderr)]
@@ -127,6 +130,9 @@ fn main() -> ExitCode {
             .map_or(0, |d| d.as_nanos())
     );
     let scratch = state.join(format!("scratch-{unique}"));
+    // `--upper DIR` names where the caller wants the changes: they are the result and stay.
+    // Only an upperdir this tool picked itself (in the state dir) is removed without `--keep`.
+    let own_upper = upper.is_none();
     let root = match (rootfs, lowers.is_empty()) {
         (Some((path, readonly)), true) => Rootfs::Dir { path, readonly },
         (None, false) => Rootfs::Overlay {
@@ -174,10 +180,10 @@ fn main() -> ExitCode {
     match sandbox.wait() {
         Ok(done) => {
             if let Some(upper) = &done.upperdir {
-                if keep {
+                if keep || !own_upper {
                     eprintln!("lade-sandbox: upperdir {}", upper.display());
-                } else {
-                    let _ = std::fs::remove_dir_all(upper);
+                } else if let Err(e) = lade_runtime::remove_tree(upper) {
+                    eprintln!("lade-sandbox: remove {}: {e}", upper.display());
                 }
             }
             ExitCode::from(done.status.code() as u8)
