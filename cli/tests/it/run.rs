@@ -934,10 +934,26 @@ fn flags_behave_like_docker_run() {
 
 /// Reads the pty master until the slave side is gone (EIO) or `until` appears.
 fn read_pty(master: &OwnedFd, acc: &mut String, until: Option<&str>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut buf = [0u8; 4096];
+    // A guard against a hang, not a synchronisation: the test holds the slave open, so a
+    // missing line would otherwise block the read forever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         if until.is_some_and(|u| acc.contains(u)) {
             return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "waited 120 s for {until:?}; the pty gave {acc:?}"
+        );
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => panic!("poll pty: {e}"),
         }
         match nix::unistd::read(master, &mut buf) {
             Ok(0) | Err(nix::errno::Errno::EIO) => return,
@@ -948,8 +964,19 @@ fn read_pty(master: &OwnedFd, acc: &mut String, until: Option<&str>) {
     }
 }
 
+/// `stty rows N`: one TIOCSWINSZ, so one SIGWINCH.
+fn set_rows(fd: &impl AsFd, rows: u16) {
+    let st = Command::new("stty")
+        .args(["rows", &rows.to_string()])
+        .stdin(Stdio::from(nix::unistd::dup(fd.as_fd()).unwrap()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 fn set_winsize(fd: &impl AsFd, rows: u16, cols: u16) {
-    // `stty` from util-linux on the slave, instead of an ioctl (no unsafe in tests).
+    // `stty` (coreutils) on the slave, instead of an ioctl (no unsafe in tests); it makes one
+    // TIOCSWINSZ per dimension.
     let st = Command::new("stty")
         .args(["rows", &rows.to_string(), "cols", &cols.to_string()])
         .stdin(Stdio::from(nix::unistd::dup(fd.as_fd()).unwrap()))
@@ -1006,9 +1033,11 @@ fn tty_is_relayed_resized_and_the_terminal_restored() {
     nix::unistd::write(&pty.master, b"hello\r").unwrap();
     read_pty(&pty.master, &mut acc, Some("got:hello\r\n"));
     assert_eq!(acc.matches("hello").count(), 2, "{acc:?}");
-    // A window size change reaches the container (SIGWINCH there).
-    set_winsize(&pty.slave, 50, 120);
-    read_pty(&pty.master, &mut acc, Some("50 120\r\n"));
+    // A window size change reaches the container (SIGWINCH there). Rows only: `stty rows R
+    // cols C` makes one TIOCSWINSZ per dimension, and the container may see (and exit on) the
+    // first before the second is made.
+    set_rows(&pty.slave, 50);
+    read_pty(&pty.master, &mut acc, Some("50 77\r\n"));
     assert_eq!(child.wait().code(), Some(7));
     let after = tcgetattr(&pty.slave).unwrap();
     assert_eq!(
