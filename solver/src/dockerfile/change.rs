@@ -200,18 +200,22 @@ fn parse_change(change: &str) -> Result<Vec<Command>, String> {
     Ok(out)
 }
 
+/// A config's `Env` (`KEY=VALUE` strings; a bare `KEY` is an empty value) as the pairs word
+/// expansion takes.
+pub fn env_pairs(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect()
+}
+
 fn apply_one(config: &mut Config, change: &str, cmd_set: &mut bool) -> Result<(), String> {
     let lexer = Lexer::default();
     for cmd in parse_change(change)? {
         // Words expand with the env as it is before this instruction (docker's dispatch).
-        let env: Vec<(String, String)> = config
-            .env
-            .iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect();
+        let env = env_pairs(&config.env);
         let expand = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
         match &cmd.instruction {
             Instruction::Cmd(c) => {

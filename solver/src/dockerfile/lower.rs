@@ -848,15 +848,7 @@ impl<'a> Lowerer<'a> {
                 // BuildKit's emptyImage(): `FROM scratch` works in `/`
                 st.config.working_dir = "/".into();
             }
-            st.env = st
-                .config
-                .env
-                .iter()
-                .map(|e| match e.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (e.clone(), String::new()),
-                })
-                .collect();
+            st.env = super::change::env_pairs(&st.config.env);
             st
         };
         // ONBUILD triggers run first, as if written right after FROM
