@@ -425,6 +425,28 @@ fn write_dest(
             Ok(())
         }
         Dest::File(p) => {
+            // A device, FIFO or socket (`dest=/dev/null`, a named pipe): written into as it is,
+            // never replaced by a renamed regular file.
+            if std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(p)
+                    .with_context(|| format!("cannot open {}", p.display()))?;
+                let mut w = std::io::BufWriter::new(f);
+                return write(&mut w)
+                    .and_then(|()| w.flush().map_err(Into::into))
+                    .with_context(|| format!("cannot write {}", p.display()));
+            }
+            // A symlink to a file: the file it names is replaced, the link stays.
+            let resolved;
+            let p = if p.is_symlink() && p.exists() {
+                resolved = std::fs::canonicalize(p)
+                    .with_context(|| format!("cannot resolve {}", p.display()))?;
+                &resolved
+            } else {
+                p
+            };
             let dir = p
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())

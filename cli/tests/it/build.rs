@@ -2130,3 +2130,44 @@ COPY --chmod=0604 f /octal
     assert!(err.contains("between 0 and 07777"), "{err}");
     f.check_store();
 }
+
+#[test]
+fn tarball_outputs_write_into_devices_and_through_symlinks() {
+    let f = Fixture::new();
+    f.write("hello.txt", "hi\n");
+    f.dockerfile("FROM base:1\nCOPY hello.txt /hello.txt\n");
+    let local = tree_names(&f.export(&[]));
+    // /dev/null stays the device (a temp file renamed over it would replace it)
+    run_ok(&mut f.build_cmd(&["-q", "-o", "type=tar,dest=/dev/null"]));
+    let null = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&null.file_type()),
+        "/dev/null was replaced"
+    );
+    // a symlink to a file: the file gets the tarball, the link stays a link
+    let target = f.ts.path("real.tar");
+    std::fs::write(&target, "old").unwrap();
+    let link = f.ts.path("link.tar");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    run_ok(&mut f.build_cmd(&["-q", "-o", &format!("type=tar,dest={}", link.display())]));
+    assert!(link.is_symlink());
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&target));
+    assert_eq!(tar_names(&listing), local);
+    // a FIFO is written into as it is: a reader on the other end gets the whole tarball
+    let fifo = f.ts.path("out.fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let reader = Command::new("tar")
+        .arg("-tf")
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    run_ok(&mut f.build_cmd(&["-q", "-o", &format!("type=tar,dest={}", fifo.display())]));
+    let out = reader.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(tar_names(&String::from_utf8_lossy(&out.stdout)), local);
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &std::fs::symlink_metadata(&fifo).unwrap().file_type()
+    ));
+    f.check_store();
+}
