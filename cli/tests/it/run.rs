@@ -809,7 +809,7 @@ fn flags_behave_like_docker_run() {
         Case {
             flags: &["-w", "/does/not/exist", "-u", "lade"],
             image: "base",
-            cmd: &["sh", "-c", "pwd; id; ls -ld ."],
+            cmd: &["sh", "-c", "pwd; id; stat -c '%A %U %G %n' ."],
             stdin: None,
         },
         Case {
