@@ -135,6 +135,16 @@ impl ClientConfig {
                      (e.g. 5M), or 0 for one request per blob"
                 ),
             })?;
+            if size > 0 && size < MIN_UPLOAD_CHUNK {
+                return Err(Error::InvalidSetting {
+                    name: "LADE_PUSH_CHUNK_SIZE".into(),
+                    reason: format!(
+                        "{text:?} is below the smallest chunk lade sends ({MIN_UPLOAD_CHUNK} \
+                         bytes, one request each): give at least 64k, or 0 for one request \
+                         per blob"
+                    ),
+                });
+            }
             cfg.upload_chunk_size = (size > 0).then_some(size);
         }
         Ok(cfg)

@@ -21,6 +21,9 @@ use lade_cache::{Digest, Hasher, Reference};
 
 /// Read size for upload bodies (and the granularity of upload progress).
 const UPLOAD_READ: usize = 256 << 10;
+/// Largest chunk of a streamed upload held in memory before its `PATCH` (a larger
+/// `LADE_PUSH_CHUNK_SIZE` still applies to uploads read from the blob file).
+const STREAM_CHUNK_MAX: u64 = 64 << 20;
 
 /// What [`Client::push_blob`] had to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,7 +364,8 @@ impl Client {
         let mut chunks = std::pin::pin!(chunks);
         let mut hasher = Hasher::new();
         let mut buf = bytes::BytesMut::new();
-        let mut size = chunk;
+        // A streamed chunk is held in memory until sent: at most STREAM_CHUNK_MAX of it.
+        let mut size = chunk.min(STREAM_CHUNK_MAX);
         let mut offset = 0u64;
         let mut ended = false;
         loop {

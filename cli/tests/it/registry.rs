@@ -810,4 +810,14 @@ fn push_through_a_body_limit_falls_back_to_chunks_and_honours_lade_push_chunk_si
         err.contains("LADE_PUSH_CHUNK_SIZE") && err.contains("\"lots\" is not a size"),
         "{err}"
     );
+    // So is one that would send a request per few bytes.
+    let err = run_fail(
+        lade_in(&ts, &home, None)
+            .env("LADE_PUSH_CHUNK_SIZE", "5")
+            .args(["push", &three]),
+    );
+    assert!(
+        err.contains("LADE_PUSH_CHUNK_SIZE") && err.contains("below the smallest chunk"),
+        "{err}"
+    );
 }
