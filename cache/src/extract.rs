@@ -16,11 +16,14 @@
 //! that is no layer, e.g. a build context: `.wh.` names are ordinary files, as docker keeps
 //! them).
 //!
-//! Directories get their mode from the archive only once everything is in them, so that a
-//! directory without owner write permission (`0555`) can still be filled by an unprivileged
-//! extraction.
+//! Directories get their mode and times from the archive only once everything is in them, so
+//! that a directory without owner write or search permission (`0555`, `0311`) can still be
+//! filled by an unprivileged extraction: the last entry of a path wins (as docker's), fixes go
+//! deepest first (a parent keeps its search permission until its children are done), each
+//! through a descriptor opened in the root without following the last component, and only
+//! while it is still the directory the entry made (same device and inode).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -31,8 +34,8 @@ use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::{
-    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode,
-    SFlag, UtimensatFlags,
+    fchmod, fchmodat, fstat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat,
+    FchmodatFlags, Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -170,7 +173,7 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         root,
         opts,
         cache: None,
-        dirs: Vec::new(),
+        dirs: BTreeMap::new(),
         created: HashSet::new(),
         buf: vec![0u8; 256 * 1024],
         stats: ExtractStats::default(),
@@ -184,25 +187,37 @@ pub fn extract<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         x.stats.entries += 1;
     }
     // Directory modes and times last, deepest first, so creating children neither needs
-    // write permission the archive takes away nor changes their times.
-    let dirs = std::mem::take(&mut x.dirs);
-    for d in dirs.iter().rev() {
+    // write permission the archive takes away nor changes their times, and a parent is still
+    // searchable while its children are fixed.
+    let mut dirs: Vec<DirFix> = std::mem::take(&mut x.dirs).into_values().collect();
+    // (stable: same depth stays in path order)
+    dirs.sort_by(|a, b| {
+        let depth = |d: &DirFix| d.path.iter().filter(|c| **c == b'/').count();
+        depth(b).cmp(&depth(a))
+    });
+    for d in &dirs {
         let (parent, name) = split(&d.path);
         let Ok(p) = x.resolve(&parent, false) else {
             continue;
         };
+        // Still the directory the entry made (a later entry may have replaced it, or removed
+        // it and made another there): never through a link, never another inode.
+        let Ok(fd) = openat2(
+            &*p,
+            name,
+            how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+        ) else {
+            continue;
+        };
+        match fstat(&fd) {
+            Ok(st) if (st.st_dev, st.st_ino) == d.id => {}
+            _ => continue,
+        }
         if let Some(mode) = d.mode {
-            // Still a directory (a later entry may have replaced it): never through a link.
-            if let Ok(fd) = openat2(
-                &*p,
-                name,
-                how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
-            ) {
-                fchmod(&fd, Mode::from_bits_truncate(mode)).sys("chmod", &show(&d.path))?;
-            }
+            fchmod(&fd, Mode::from_bits_truncate(mode)).sys("chmod", &show(&d.path))?;
         }
         let t = TimeSpec::new(d.mtime, 0);
-        let _ = utimensat(&p, name, &t, &t, UtimensatFlags::NoFollowSymlink);
+        let _ = futimens(&fd, &t, &t);
     }
     Ok(x.stats)
 }
@@ -212,7 +227,9 @@ struct Extractor<'a> {
     opts: &'a ExtractOptions,
     /// Last resolved parent directory (entries of one directory are usually adjacent).
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
-    dirs: Vec<DirFix>,
+    /// By path: the last directory entry of a path wins; removing a path forgets the fixes of
+    /// it and below (a directory made there again may reuse a freed inode number).
+    dirs: BTreeMap<Vec<u8>, DirFix>,
     /// Apply mode: paths this layer created (kept by an opaque whiteout).
     created: HashSet<Vec<u8>>,
     buf: Vec<u8>,
@@ -223,8 +240,10 @@ struct Extractor<'a> {
 struct DirFix {
     path: Vec<u8>,
     mtime: i64,
-    /// The archive's mode, when it lacks owner write or search permission (set at the end).
+    /// The archive's mode, when it lacks some owner permission (set at the end).
     mode: Option<u32>,
+    /// `(st_dev, st_ino)` of the directory the entry made: the fix is for it alone.
+    id: (u64, u64),
 }
 
 /// Lexically cleans a tar name: drops empty and `.` components, `..` pops (never above root).
@@ -247,6 +266,16 @@ fn split(path: &[u8]) -> (Vec<u8>, &[u8]) {
         Some(i) => (path[..i].to_vec(), &path[i + 1..]),
         None => (Vec::new(), path),
     }
+}
+
+/// `parent/name` (`name` alone at the root).
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = parent.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
 }
 
 fn show(b: &[u8]) -> String {
@@ -339,9 +368,9 @@ impl Extractor<'_> {
         Ok(fd)
     }
 
-    /// Removes `name` in `dir` if present (recursively for a directory), unless it is a
-    /// directory and `keep_dir`. Returns whether a directory was kept.
-    fn remove(&mut self, dir: &OwnedFd, name: &[u8], keep_dir: bool) -> Result<bool> {
+    /// Removes `name` in `dir` (`path` in the root) if present (recursively for a directory),
+    /// unless it is a directory and `keep_dir`. Returns whether a directory was kept.
+    fn remove(&mut self, dir: &OwnedFd, name: &[u8], path: &[u8], keep_dir: bool) -> Result<bool> {
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(false),
@@ -352,6 +381,17 @@ impl Extractor<'_> {
             return Ok(true);
         }
         self.cache = None;
+        self.dirs.remove(path);
+        if is_dir {
+            let mut lo = path.to_vec();
+            lo.push(b'/');
+            let mut hi = path.to_vec();
+            hi.push(b'/' + 1);
+            let below: Vec<Vec<u8>> = self.dirs.range(lo..hi).map(|(k, _)| k.clone()).collect();
+            for k in below {
+                self.dirs.remove(&k);
+            }
+        }
         if is_dir {
             let p = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), show(name));
             std::fs::remove_dir_all(&p).ctx("remove directory", show(name))?;
@@ -461,10 +501,10 @@ impl Extractor<'_> {
             match self.opts.whiteouts {
                 // (Keep never gets here)
                 WhiteoutMode::Apply | WhiteoutMode::Keep => {
-                    self.remove(&fd, target, false)?;
+                    self.remove(&fd, target, &join(&parent, target), false)?;
                 }
                 WhiteoutMode::Overlay => {
-                    self.remove(&fd, target, false)?;
+                    self.remove(&fd, target, &join(&parent, target), false)?;
                     mknodat(&fd, target, SFlag::S_IFCHR, Mode::empty(), 0)
                         .sys("create overlay whiteout", &show(&path))?;
                 }
@@ -478,7 +518,7 @@ impl Extractor<'_> {
                 match mkdirat(&*fd, &name[..], Mode::from_bits_truncate(0o700)) {
                     Err(Errno::EEXIST) => {
                         // An existing directory is merged into; anything else is replaced.
-                        if !self.remove(&fd, &name, true)? {
+                        if !self.remove(&fd, &name, &path, true)? {
                             mkdirat(&*fd, &name[..], Mode::from_bits_truncate(0o700))
                                 .sys("create directory", &show(&path))?;
                         }
@@ -492,19 +532,26 @@ impl Extractor<'_> {
                     Mode::empty(),
                 )
                 .sys("open directory", &show(&path))?;
-                // Keep the directory writable and searchable for its owner until the end.
-                let deferred = (meta.mode & 0o300 != 0o300).then_some(meta.mode);
+                // Keep the directory readable, writable and searchable for its owner until the
+                // end (exactly the bits added here make the mode deferred).
+                const TEMP: u32 = 0o700;
+                let deferred = (meta.mode & TEMP != TEMP).then_some(meta.mode);
                 let now = Meta {
-                    mode: meta.mode | 0o700,
+                    mode: meta.mode | TEMP,
                     xattrs: std::mem::take(&mut meta.xattrs),
                     ..meta
                 };
                 self.set_meta_fd(&d, &now, &path)?;
-                self.dirs.push(DirFix {
-                    path: path.clone(),
-                    mtime: meta.mtime,
-                    mode: deferred,
-                });
+                let st = fstat(&d).sys("stat directory", &show(&path))?;
+                self.dirs.insert(
+                    path.clone(),
+                    DirFix {
+                        path: path.clone(),
+                        mtime: meta.mtime,
+                        mode: deferred,
+                        id: (st.st_dev, st.st_ino),
+                    },
+                );
             }
             T::Regular | T::Continuous => {
                 let create = || {
@@ -522,7 +569,7 @@ impl Extractor<'_> {
                 // Usually nothing is there: try first, replace only on EEXIST.
                 let f = match create() {
                     Err(Errno::EEXIST) => {
-                        self.remove(&fd, &name, false)?;
+                        self.remove(&fd, &name, &path, false)?;
                         create()
                     }
                     r => r,
@@ -559,7 +606,7 @@ impl Extractor<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| self.bad(&raw, "symlink without a target"))?
                     .into_owned();
-                self.remove(&fd, &name, false)?;
+                self.remove(&fd, &name, &path, false)?;
                 // The target is stored unchanged (absolute targets are legitimate in images);
                 // it is only ever followed through RESOLVE_IN_ROOT.
                 symlinkat(&target[..], &fd, &name[..]).sys("create symlink", &show(&path))?;
@@ -594,13 +641,13 @@ impl Extractor<'_> {
                 if tparent == parent && tname == name {
                     return Ok(());
                 }
-                self.remove(&fd, &name, false)?;
+                self.remove(&fd, &name, &path, false)?;
                 // No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink itself.
                 linkat(&tfd, &tname[..], &fd, &name[..], AtFlags::empty())
                     .sys("create hardlink", &show(&path))?;
             }
             T::Char | T::Block | T::Fifo => {
-                self.remove(&fd, &name, false)?;
+                self.remove(&fd, &name, &path, false)?;
                 let (k, dev) = match kind {
                     T::Char => (SFlag::S_IFCHR, dev(entry)),
                     T::Block => (SFlag::S_IFBLK, dev(entry)),
@@ -706,7 +753,7 @@ impl Extractor<'_> {
                     }
                     full.extend_from_slice(n.as_bytes());
                     if !self.created.contains(&full) {
-                        self.remove(dirfd, n.as_bytes(), false)?;
+                        self.remove(dirfd, n.as_bytes(), &full, false)?;
                     }
                 }
             }

@@ -561,6 +561,8 @@ impl Store {
             upperdir: true,
             // Rootless: the sandbox's root is the caller, and so is the owner of what it made.
             caller_as_root: self.opts.rootless,
+            // Only the namespace the sandbox mounted the upperdir with marks opaque dirs.
+            overlay_xattrs: self.opts.overlay_xattrs(),
             ..*opts
         };
         let (diff_id, rec) = self.add_uncompressed_layer(upper, &topts)?;

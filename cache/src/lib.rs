@@ -23,6 +23,7 @@ pub mod images;
 pub mod layers;
 pub mod lock;
 pub mod remotes;
+mod rmtree;
 pub mod store;
 
 pub use buildcache::{BuildCacheRoots, CacheRecord};

@@ -137,39 +137,7 @@ fn clean_tmp(tmp: &Path) {
     }
 }
 
-/// Removes a directory tree, first giving its owner write and search permission on the
-/// directories that lack it (a snapshot unpacked by an unprivileged user keeps the image's
-/// `0555` directories, whose entries only root could otherwise remove). Symlinks are never
-/// followed. Missing is fine.
-pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            open_up(path);
-            fs::remove_dir_all(path)
-        }
-    }
-}
-
-fn open_up(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    if meta.permissions().mode() & 0o700 != 0o700 {
-        let mode = meta.permissions().mode() | 0o700;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
-    }
-    if let Ok(rd) = fs::read_dir(path) {
-        for e in rd.flatten() {
-            open_up(&e.path());
-        }
-    }
-}
+pub(crate) use crate::rmtree::remove_tree;
 
 impl Store {
     /// Opens (creating if needed) the store at `root` with a shared lock. Cheap: a few

@@ -4,9 +4,11 @@
 //! ownership, no user/group names, PAX records for long names, large ids/sizes and xattrs, two
 //! zero blocks at the end. With [`TarOptions::upperdir`] the directory is read as an overlayfs
 //! upperdir: a `0:0` character device becomes `.wh.NAME` and an opaque directory (the
-//! `overlay.opaque=y` xattr in either namespace: `trusted.*` from a mount by root, `user.*`
-//! from a `userxattr` mount in a user namespace) becomes `DIR/.wh..wh..opq`. overlayfs's own
-//! xattrs (`trusted.overlay.*`, `user.overlay.*`) are never written.
+//! `overlay.opaque=y` xattr in the namespace the upperdir was mounted with, see
+//! [`TarOptions::overlay_xattrs`]: `trusted.*` from a mount by root, `user.*` from a `userxattr`
+//! mount in a user namespace) becomes `DIR/.wh..wh..opq`. The other namespace's `overlay.*`
+//! xattrs are ordinary attributes to overlayfs, which a RUN step may set at will, so they mark
+//! nothing. overlayfs's own xattrs (`trusted.overlay.*`, `user.overlay.*`) are never written.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -96,6 +98,10 @@ pub struct TarOptions {
     /// sandbox, whose user namespace maps the caller to root, holds the caller's files where
     /// the container saw root's.
     pub caller_as_root: Option<(u32, u32)>,
+    /// With `upperdir`: the xattr namespace the overlay was mounted with, the only one whose
+    /// `overlay.opaque` marks an opaque directory (the store passes
+    /// [`crate::StoreOptions::overlay_xattrs`]). Default: that of this process.
+    pub overlay_xattrs: OverlayXattrs,
 }
 
 impl Default for TarOptions {
@@ -106,6 +112,7 @@ impl Default for TarOptions {
             compression: Compression::None,
             level: None,
             caller_as_root: None,
+            overlay_xattrs: OverlayXattrs::current(),
         }
     }
 }
@@ -170,17 +177,14 @@ fn write_through<W: Write, E: Write>(
     })
 }
 
-/// Whether an upperdir directory is marked opaque, in either xattr namespace (see the module
-/// docs): whichever way the sandbox mounted its overlay, the kernel wrote one of them.
-fn is_opaque(dir: &Path) -> bool {
-    [OverlayXattrs::Trusted, OverlayXattrs::User]
-        .iter()
-        .any(|ns| {
-            xattr::get(dir, ns.opaque())
-                .ok()
-                .flatten()
-                .is_some_and(|v| v == b"y")
-        })
+/// Whether an upperdir directory is marked opaque in `ns`, the namespace its overlay was
+/// mounted with (see the module docs): the other namespace's `overlay.opaque` is an ordinary
+/// xattr there, which the container could have set itself.
+fn is_opaque(dir: &Path, ns: OverlayXattrs) -> bool {
+    xattr::get(dir, ns.opaque())
+        .ok()
+        .flatten()
+        .is_some_and(|v| v == b"y")
 }
 
 fn io_err(p: &Path, e: io::Error) -> Error {
@@ -313,7 +317,7 @@ impl<W: Write> Walker<'_, W> {
             e.kind = b'5';
             e.xattrs = self.xattrs(path)?;
             self.header(&e)?;
-            if self.opts.upperdir && is_opaque(path) {
+            if self.opts.upperdir && is_opaque(path, self.opts.overlay_xattrs) {
                 let mut wh = n.clone();
                 wh.extend_from_slice(b".wh..wh..opq");
                 self.header(&Entry {
@@ -726,6 +730,7 @@ mod tests {
         let mut out = Vec::new();
         let opts = TarOptions {
             upperdir: true,
+            overlay_xattrs: OverlayXattrs::Trusted,
             ..Default::default()
         };
         write_tar(t.path(), &opts, &mut out).unwrap();
@@ -753,6 +758,7 @@ mod tests {
         let mut out = Vec::new();
         let opts = TarOptions {
             upperdir: true,
+            overlay_xattrs: OverlayXattrs::User,
             ..Default::default()
         };
         write_tar(t.path(), &opts, &mut out).unwrap();
@@ -776,6 +782,7 @@ mod tests {
         let opts = TarOptions {
             upperdir: true,
             caller_as_root: Some((65534, 65534)),
+            overlay_xattrs: OverlayXattrs::User,
             ..Default::default()
         };
         write_tar(t.path(), &opts, &mut out).unwrap();
@@ -802,5 +809,46 @@ mod tests {
         write_tar(t.path(), &TarOptions::default(), &mut out).unwrap();
         let names: Vec<_> = entries(&out).into_iter().map(|e| e.0).collect();
         assert_eq!(names, vec!["both/", "opq/", "plain/"]);
+    }
+
+    /// Only the namespace the upperdir was mounted with marks opaque directories: on a
+    /// `trusted.*` mount, `setfattr -n user.overlay.opaque -v y DIR` in a RUN step is an
+    /// ordinary xattr, not a whiteout of the layers below (and the reverse for a `userxattr`
+    /// mount). Neither namespace's overlay xattr reaches the tar.
+    #[test]
+    fn upperdir_opaque_only_in_the_mount_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["t", "u"] {
+            fs::create_dir(t.path().join(d)).unwrap();
+            fs::write(t.path().join(d).join("f"), b"f").unwrap();
+        }
+        xattr::set(t.path().join("u"), "user.overlay.opaque", b"y").unwrap();
+        assert!(
+            xattr::set(t.path().join("t"), "trusted.overlay.opaque", b"y").is_ok(),
+            "this test needs root (trusted.* xattrs)"
+        );
+        let names = |ns| {
+            let mut out = Vec::new();
+            let opts = TarOptions {
+                upperdir: true,
+                overlay_xattrs: ns,
+                ..Default::default()
+            };
+            write_tar(t.path(), &opts, &mut out).unwrap();
+            let mut a = tar::Archive::new(&out[..]);
+            for e in a.entries().unwrap() {
+                let mut e = e.unwrap();
+                assert!(e.pax_extensions().unwrap().is_none(), "no xattr in the tar");
+            }
+            entries(&out).into_iter().map(|e| e.0).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(OverlayXattrs::Trusted),
+            vec!["t/", "t/.wh..wh..opq", "t/f", "u/", "u/f"]
+        );
+        assert_eq!(
+            names(OverlayXattrs::User),
+            vec!["t/", "t/f", "u/", "u/.wh..wh..opq", "u/f"]
+        );
     }
 }

@@ -25,6 +25,7 @@ mod init;
 pub mod plan;
 mod proto;
 pub mod pty;
+mod rmtree;
 mod sandbox;
 pub mod setup;
 pub mod spec;

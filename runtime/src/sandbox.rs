@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::init::INIT_ARG;
 use crate::plan::{self, HostFacts};
 use crate::proto::{Channel, FromInit, ToInit};
+pub use crate::rmtree::remove_tree;
 use crate::spec::{Rootfs, SandboxSpec};
 use crate::sys::{self, ChildFd};
 use crate::{Error, Result};
@@ -490,37 +491,5 @@ pub(crate) fn remove_stubs(root: &Path, stubs: &[String]) {
             continue;
         };
         sys::remove_empty(&dir, name);
-    }
-}
-
-/// Removes a directory tree (a scratch dir, an upperdir, a container dir), first making
-/// readable the directories the caller owns but cannot list: overlayfs leaves its `work/` at
-/// mode 000, which stops an unprivileged caller. Symlinks are never followed. Missing is fine.
-pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            open_up(path);
-            std::fs::remove_dir_all(path)
-        }
-    }
-}
-
-fn open_up(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    if meta.permissions().mode() & 0o700 != 0o700 {
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-    }
-    if let Ok(rd) = std::fs::read_dir(path) {
-        for e in rd.flatten() {
-            open_up(&e.path());
-        }
     }
 }

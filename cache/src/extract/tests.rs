@@ -552,3 +552,146 @@ fn owner_override_applies_to_every_entry_but_not_to_implied_dirs() {
         assert_eq!((m.uid(), m.gid()), (0, 0), "{p}");
     }
 }
+
+/// A tar of `(name, type, mode, mtime)` entries (files hold one byte).
+fn moded(entries: &[(&str, tar::EntryType, u32, u64)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, mode, mtime) in entries {
+        let data: &[u8] = if *kind == tar::EntryType::Regular {
+            b"x"
+        } else {
+            b""
+        };
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_mtime(*mtime);
+        h.set_size(data.len() as u64);
+        h.set_path(path).unwrap();
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Every directory mode that lacks some owner permission is deferred, not only those without
+/// owner write or search: `0311` (no owner read) must not end up `0711`.
+#[test]
+fn directory_modes_without_owner_read_are_kept_exactly() {
+    let (_t, root, _o) = setup();
+    use tar::EntryType::{Directory as D, Regular as F};
+    let mut entries = Vec::new();
+    let names: Vec<(String, String, u32)> = [0o311, 0o333, 0o300, 0o100, 0o000, 0o1333]
+        .iter()
+        .map(|m| (format!("d{m:o}/"), format!("d{m:o}/f"), *m))
+        .collect();
+    for (d, f, m) in &names {
+        entries.push((d.as_str(), D, *m, 7));
+        entries.push((f.as_str(), F, 0o644, 7));
+    }
+    apply(&root, &moded(&entries)).unwrap();
+    for (d, f, m) in &names {
+        assert_eq!(mode_of(&root.join(d)), *m, "{d}");
+        assert_eq!(fs::read(root.join(f)).unwrap(), b"x", "{f}");
+    }
+}
+
+/// The last entry of a path gives the directory its mode and time, as docker's extraction
+/// does, also when a file came in between (dir -> file -> dir).
+#[test]
+fn last_directory_entry_of_a_path_wins() {
+    let (_t, root, _o) = setup();
+    use tar::EntryType::{Directory as D, Regular as F};
+    let t = moded(&[
+        ("d/", D, 0o555, 100),
+        ("d/f", F, 0o644, 1),
+        ("d/", D, 0o755, 200),
+        ("e/", D, 0o755, 100),
+        ("e/", D, 0o500, 300),
+        ("x/", D, 0o555, 100),
+        ("x", F, 0o644, 1),
+        ("x/", D, 0o750, 400),
+    ]);
+    apply(&root, &t).unwrap();
+    let got = |p: &str| {
+        let m = fs::symlink_metadata(root.join(p)).unwrap();
+        (m.mode() & 0o7777, m.mtime())
+    };
+    assert_eq!(got("d"), (0o755, 200));
+    assert_eq!(got("e"), (0o500, 300));
+    assert_eq!(got("x"), (0o750, 400));
+    assert_eq!(fs::read(root.join("d/f")).unwrap(), b"x");
+}
+
+/// A directory fix is for the directory its entry made: one removed by a whiteout and made
+/// again (here implicitly, as the parent of a later file) keeps its own mode and time.
+#[test]
+fn directory_fix_skips_another_inode_at_the_same_path() {
+    let (_t, root, _o) = setup();
+    use tar::EntryType::{Directory as D, Regular as F};
+    let t = moded(&[
+        ("x/", D, 0o555, 100),
+        (".wh.x", F, 0o644, 1),
+        ("x/y", F, 0o644, 1),
+    ]);
+    apply(&root, &t).unwrap();
+    assert_eq!(mode_of(&root.join("x")), 0o755);
+    assert_ne!(fs::metadata(root.join("x")).unwrap().mtime(), 100);
+    assert_eq!(fs::read(root.join("x/y")).unwrap(), b"x");
+}
+
+/// Runs `f` on a new thread whose effective ids are nobody's (so without capabilities): raw
+/// `setres[ug]id` syscalls change only the calling thread, unlike the libc wrappers.
+#[allow(unsafe_code)]
+fn as_nobody<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let keep: nix::libc::c_long = -1;
+            let id: nix::libc::c_long = 65534;
+            // SAFETY: setresgid/setresuid take three integer ids and touch no memory.
+            let r = unsafe {
+                (
+                    nix::libc::syscall(nix::libc::SYS_setresgid, keep, id, keep),
+                    nix::libc::syscall(nix::libc::SYS_setresuid, keep, id, keep),
+                )
+            };
+            assert_eq!(r, (0, 0), "this test needs root (setresuid)");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Unprivileged: a child's fix is applied before its parent's, so a parent listed after its
+/// children without owner search permission (`0600`) does not make the children's fixes fail
+/// (they were skipped silently, leaving `0555` directories at `0755`).
+#[test]
+fn unprivileged_children_are_fixed_before_their_parent() {
+    let (t, root, _o) = setup();
+    use tar::EntryType::{Directory as D, Regular as F};
+    let tar = moded(&[
+        ("p/c/", D, 0o555, 100),
+        ("p/c/f", F, 0o644, 1),
+        ("p/", D, 0o600, 200),
+    ]);
+    for p in [t.path(), &root] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    as_nobody(|| {
+        let opts = ExtractOptions::default();
+        assert!(!opts.same_owner, "runs unprivileged");
+        extract(&tar[..], &root, &opts).unwrap();
+    });
+    let got = |p: &str| {
+        let m = fs::symlink_metadata(root.join(p)).unwrap();
+        (m.mode() & 0o7777, m.mtime(), m.uid())
+    };
+    assert_eq!(got("p"), (0o600, 200, 65534));
+    assert_eq!(got("p/c"), (0o555, 100, 65534));
+    assert_eq!(fs::read(root.join("p/c/f")).unwrap(), b"x");
+}
