@@ -1,7 +1,7 @@
 //! Removing a directory tree that may hold directories its owner cannot write or search.
 //!
-//! Kept identical in `cache/src/rmtree.rs` and `runtime/src/rmtree.rs` (a runtime test checks
-//! it): neither crate may depend on the other.
+//! One source file compiled into two crates: `lade-cache` owns it, `lade-runtime` includes it
+//! with `#[path]` (neither crate may depend on the other, and both remove such trees).
 
 use std::ffi::OsStr;
 use std::io;
@@ -248,14 +248,5 @@ mod tests {
         drop(guard);
         remove_tree(&tree).unwrap();
         assert!(!tree.exists());
-    }
-
-    /// `cache/src/rmtree.rs` and `runtime/src/rmtree.rs` are one implementation.
-    #[test]
-    fn cache_and_runtime_copies_are_identical() {
-        assert_eq!(
-            include_str!("../../cache/src/rmtree.rs"),
-            include_str!("../../runtime/src/rmtree.rs")
-        );
     }
 }

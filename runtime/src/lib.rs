@@ -25,6 +25,8 @@ mod init;
 pub mod plan;
 mod proto;
 pub mod pty;
+// The store's tree removal, one source for both crates (see its module doc).
+#[path = "../../cache/src/rmtree.rs"]
 mod rmtree;
 mod sandbox;
 pub mod setup;
