@@ -327,19 +327,14 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
         if let Ok(mut r) = shared.requests.lock() {
             r.push(request);
         }
-        match action {
+        // A fault answered here: the response, then both connections closed.
+        let answer = match &action {
             Some(FaultAction::Redirect { location }) => {
                 let resp = format!(
                     "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     location.replace("{path}", &path)
                 );
-                if let Ok(mut w) = client_w.lock() {
-                    let _ = w.write_all(resp.as_bytes());
-                    let _ = w.flush();
-                }
-                let _ = client.shutdown(Shutdown::Both);
-                let _ = up.shutdown(Shutdown::Both);
-                return Ok(());
+                Some(resp)
             }
             Some(FaultAction::Status {
                 status: 413,
@@ -353,13 +348,7 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
                     "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                if let Ok(mut w) = client_w.lock() {
-                    let _ = w.write_all(resp.as_bytes());
-                    let _ = w.flush();
-                }
-                let _ = client.shutdown(Shutdown::Both);
-                let _ = up.shutdown(Shutdown::Both);
-                return Ok(());
+                Some(resp)
             }
             Some(FaultAction::Status {
                 status,
@@ -377,14 +366,20 @@ fn handle(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std:
                 }
                 resp.push_str("\r\n");
                 resp.push_str(&body);
-                if let Ok(mut w) = client_w.lock() {
-                    let _ = w.write_all(resp.as_bytes());
-                    let _ = w.flush();
-                }
-                let _ = client.shutdown(Shutdown::Both);
-                let _ = up.shutdown(Shutdown::Both);
-                return Ok(());
+                Some(resp)
             }
+            _ => None,
+        };
+        if let Some(resp) = answer {
+            if let Ok(mut w) = client_w.lock() {
+                let _ = w.write_all(resp.as_bytes());
+                let _ = w.flush();
+            }
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = up.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        match action {
             Some(a) => {
                 let after = match a {
                     FaultAction::Cut { after_bytes } | FaultAction::Stall { after_bytes } => {
